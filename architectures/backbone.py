@@ -1,0 +1,143 @@
+"""A generic decoder-only language model that takes any registered mixer by name.
+
+token embedding -> n_layers x [x + mixer(norm(x)); x + ffn(norm(x))] -> final norm -> tied output head.
+Positions are the mixer's business (the softmax mixers apply RoPE; recurrent mixers need none), so every mixer sees
+the same backbone. Decoding runs the mixers' ``step`` with one state per layer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mixer import State
+from .registry import create_mixer
+
+
+@dataclass
+class LMConfig:
+    mixer: str = "standard"  # registry name of the sequence mixer used in every block
+    mixer_hparams: dict[str, Any] = field(default_factory=dict)  # forwarded to the mixer's constructor
+    impl: str | None = None  # mixer impl; None = the spec's default
+    vocab_size: int = 256  # bytes: no tokenizer to download
+    d_model: int = 128  # residual stream width
+    n_layers: int = 2  # number of (mixer, FFN) blocks
+    n_heads: int = 4  # heads of the mixer
+    norm: str = "rmsnorm"  # "rmsnorm" (LLaMA) or "layernorm" (GPT-2): plain choices, same cost
+    ffn: str = "swiglu"  # "swiglu" (LLaMA) or "gelu" (GPT-2 MLP)
+    ffn_mult: float = 4.0  # hidden width / d_model; SwiGLU uses 2/3 of it so both have ~ the same parameters
+    causal: bool = True  # False builds an encoder (masked-LM), for bidirectional-only mixers
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "rmsnorm":
+        return RMSNorm(dim)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim)
+    raise ValueError(f"unknown norm {kind!r}; expected 'rmsnorm' or 'layernorm'")
+
+
+class GeluMLP(nn.Module):
+    def __init__(self, dim: int, mult: float):
+        super().__init__()
+        hidden = int(mult * dim)
+        self.up, self.down = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, mult: float):
+        super().__init__()
+        hidden = int(2 * mult * dim / 3)
+        self.gate, self.up = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def make_ffn(kind: str, dim: int, mult: float) -> nn.Module:
+    if kind == "swiglu":
+        return SwiGLU(dim, mult)
+    if kind == "gelu":
+        return GeluMLP(dim, mult)
+    raise ValueError(f"unknown ffn {kind!r}; expected 'swiglu' or 'gelu'")
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
+        self.mixer = create_mixer(cfg.mixer, cfg.d_model, cfg.n_heads, causal=cfg.causal, impl=cfg.impl,
+                                  **cfg.mixer_hparams)
+        self.ffn = make_ffn(cfg.ffn, cfg.d_model, cfg.ffn_mult)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mixer(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+    def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        y, state = self.mixer.step(self.norm1(x_t), state)
+        x_t = x_t + y
+        return x_t + self.ffn(self.norm2(x_t)), state
+
+
+class DecoderLM(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg.norm, cfg.d_model)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
+            if name.endswith(("wo.weight", "down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, T) int64 -> logits (B, T, vocab). The head is tied to the embedding."""
+        x = self.embed(tokens)  # (B, T, D)
+        for block in self.blocks:
+            x = block(x)
+        return F.linear(self.norm(x), self.embed.weight)
+
+    def init_state(self, batch: int) -> list[State]:
+        return [block.mixer.init_state(batch) for block in self.blocks]
+
+    def step(self, token: torch.Tensor, states: list[State]) -> tuple[torch.Tensor, list[State]]:
+        """token: (B,) -> logits (B, vocab) for the next token, and the new per-layer states."""
+        x = self.embed(token)  # (B, D)
+        new_states = []
+        for block, state in zip(self.blocks, states):
+            x, state = block.step(x, state)
+            new_states.append(state)
+        return F.linear(self.norm(x), self.embed.weight), new_states

@@ -1,0 +1,80 @@
+"""``MixerSpec``: what a mixer is and what the guide claims about it, as data next to its class.
+
+The claimed exponents are the powers of n in the guide's complexity cells (``O(n^2 d)`` -> 2, ``O(n log n)`` -> 1,
+which the scaling report compares with a tolerance that the suite states). ``None`` means the guide makes no claim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+MODES = ("causal", "bidirectional", "decode")
+
+
+@dataclass(frozen=True)
+class Paper:
+    title: str
+    arxiv: str  # arXiv id, e.g. "2205.14135"
+    year: int
+
+    def __str__(self) -> str:
+        return f"{self.title} (arXiv:{self.arxiv}, {self.year})"
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    family: str  # e.g. "softmax attention", "sparse attention", "linear attention", "state space"
+    paper: Paper
+    # The guide's cells as written (Master Comparison Table where the method is listed there).
+    claimed_time: str | None
+    claimed_memory: str | None
+    # Powers of n read off those cells: time, prefill (forward) memory, decode state. None = no claim.
+    time_exponent: float | None
+    memory_exponent: float | None
+    state_exponent: float | None
+    claimed_quality: str | None = None  # the guide's Quality column, e.g. "~98%"
+    claim_source: str = "guide 000, Master Comparison Table"
+    modes: frozenset[str] = frozenset({"causal", "decode"})
+    impls: tuple[str, ...] = ("torch",)  # the first one is the default
+    default_hparams: Mapping[str, Any] = field(default_factory=dict)
+    # Overrides for tiny shapes (T ~ 60) so that the registry-wide tests exercise the interesting path: several
+    # windows, several chunks, shared KV heads. Tests and the smoke suite use them; benchmarks use the defaults.
+    test_hparams: Mapping[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.modes) - set(MODES)
+        if unknown:
+            raise ValueError(f"unknown modes {sorted(unknown)}; known: {MODES}")
+        if not self.impls:
+            raise ValueError("a mixer needs at least one impl")
+        object.__setattr__(self, "modes", frozenset(self.modes))
+        unknown = set(self.test_hparams) - set(self.default_hparams)
+        if unknown:
+            raise ValueError(f"test_hparams {sorted(unknown)} are not hyperparameters ({sorted(self.default_hparams)})")
+        object.__setattr__(self, "default_hparams", MappingProxyType(dict(self.default_hparams)))
+        object.__setattr__(self, "test_hparams", MappingProxyType(dict(self.test_hparams)))
+
+    @property
+    def default_impl(self) -> str:
+        return self.impls[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "paper": str(self.paper),
+            "arxiv": self.paper.arxiv,
+            "year": self.paper.year,
+            "claimed_time": self.claimed_time,
+            "claimed_memory": self.claimed_memory,
+            "time_exponent": self.time_exponent,
+            "memory_exponent": self.memory_exponent,
+            "state_exponent": self.state_exponent,
+            "claimed_quality": self.claimed_quality,
+            "claim_source": self.claim_source,
+            "modes": sorted(self.modes),
+            "impls": list(self.impls),
+            "default_hparams": dict(self.default_hparams),
+            "notes": self.notes,
+        }

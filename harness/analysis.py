@@ -1,0 +1,162 @@
+"""From tidy rows to conclusions: exponent fits against the guide's claims, crossover lengths, decode-state ratios.
+
+Exponent fit: least squares of log(metric) on log(n) over the longest ``last_points`` lengths of a series (the
+asymptotic part: at short n, projections, which are linear in n, and fixed overheads dominate every method). The
+slope's standard error and R^2 are reported, and the verdict is "holds" when |slope - claimed| <= tolerance.
+
+Which claim a metric is held to (``CLAIMS``): time and FLOPs of forward/train -> the spec's time exponent; peak
+memory of forward/train -> its memory exponent; decode state bytes -> its state exponent. Decode time per token is
+fitted and shown without a claim (at the lengths a CPU can reach, fixed per-step costs hide the cache read).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# (metric, mode) -> which exponent of the spec it is checked against
+CLAIMS = {
+    ("time_s", "forward"): "time_exponent",
+    ("time_s", "train"): "time_exponent",
+    ("flops", "forward"): "time_exponent",
+    ("flops", "train"): "time_exponent",
+    ("peak_tensor_bytes", "forward"): "memory_exponent",
+    ("peak_tensor_bytes", "train"): "memory_exponent",
+    ("cuda_peak_bytes", "forward"): "memory_exponent",
+    ("cuda_peak_bytes", "train"): "memory_exponent",
+    ("state_bytes", "decode"): "state_exponent",
+    ("time_s", "decode"): None,  # fitted and shown, but the guide claims nothing about per-token decode time
+}
+SERIES = ["benchmark", "mixer", "mixer_name", "impl", "mode", "batch", "d_model", "n_heads", "dtype", "seed"]
+
+
+@dataclass
+class Fit:
+    exponent: float
+    stderr: float
+    r2: float
+    points: int
+    n_min: int
+    n_max: int
+
+
+def fit_exponent(n: np.ndarray, y: np.ndarray) -> Fit | None:
+    """Slope of log y on log n, its standard error and R^2. None if fewer than 2 usable points."""
+    keep = (n > 0) & (y > 0) & np.isfinite(y)
+    n, y = n[keep].astype(float), y[keep].astype(float)
+    if len(n) < 2 or len(set(n)) < 2:
+        return None
+    x, ly = np.log(n), np.log(y)
+    slope, intercept = np.polyfit(x, ly, 1)
+    resid = ly - (slope * x + intercept)
+    ss_res = float(resid @ resid)
+    ss_tot = float(((ly - ly.mean()) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res < 1e-20 else 0.0)
+    dof = len(n) - 2
+    sxx = float(((x - x.mean()) ** 2).sum())
+    stderr = math.sqrt(ss_res / dof / sxx) if dof > 0 else float("nan")
+    return Fit(float(slope), stderr, r2, len(n), int(n.min()), int(n.max()))
+
+
+def verdict(measured: float | None, claimed: float | None, tolerance: float) -> str:
+    if claimed is None:
+        return "no claim"
+    if measured is None:
+        return "not measurable here"
+    return "holds" if abs(measured - claimed) <= tolerance else "does not hold"
+
+
+def ok_metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if df.empty or "metric" not in df:
+        return df.iloc[0:0]
+    return df[(df["status"] == "ok") & (df["metric"] == metric)]
+
+
+def scaling_fits(df: pd.DataFrame, specs: dict, fit_params: dict[str, dict]) -> pd.DataFrame:
+    """One row per (series, metric) with a claim or a fit. fit_params: benchmark label -> {last_points, tolerance}."""
+    out = []
+    if df.empty:
+        return pd.DataFrame()
+    for (metric, mode), claim_key in CLAIMS.items():
+        sub = ok_metric(df, metric)
+        sub = sub[sub["mode"] == mode]
+        for key, g in sub.groupby(SERIES, sort=False):
+            series = dict(zip(SERIES, key))
+            params = fit_params.get(series["benchmark"])
+            if params is None:
+                continue
+            g = g.sort_values("seq_len").drop_duplicates("seq_len", keep="last")
+            g = g.tail(params["last_points"])
+            fit = fit_exponent(g["seq_len"].to_numpy(), g["value"].to_numpy(dtype=float))
+            spec = specs.get(series["mixer_name"], {})
+            claimed = spec.get(claim_key) if claim_key else None
+            written = {"time_exponent": spec.get("claimed_time"), "memory_exponent": spec.get("claimed_memory"),
+                       "state_exponent": "O(n)" if claimed == 1 else ("O(1)" if claimed == 0 else None),
+                       None: None}[claim_key]
+            out.append({
+                **series, "metric": metric, "claim": (claim_key or "none").replace("_exponent", ""),
+                "claimed_as_written": written, "claimed_exponent": claimed,
+                "exponent": fit.exponent if fit else None, "stderr": fit.stderr if fit else None,
+                "r2": fit.r2 if fit else None, "points": fit.points if fit else len(g),
+                "n_range": f"{fit.n_min}-{fit.n_max}" if fit else "",
+                "tolerance": params["tolerance"],
+                "verdict": verdict(fit.exponent if fit else None, claimed, params["tolerance"]),
+            })
+    return pd.DataFrame(out)
+
+
+def crossovers(df: pd.DataFrame, against: dict[str, list[str]], mode: str = "forward") -> pd.DataFrame:
+    """For each mixer and baseline: the smallest n from which the mixer's median time is below the baseline's at
+    every longer measured n. against: benchmark label -> baseline mixer labels."""
+    times = ok_metric(df, "time_s")
+    times = times[times["mode"] == mode]
+    out = []
+    for bench, baselines in against.items():
+        tb = times[times["benchmark"] == bench]
+        group_cols = ["impl", "batch", "d_model", "n_heads", "dtype"]
+        for mixer, gm in tb.groupby("mixer", sort=True):
+            for base in baselines:
+                if base == mixer:
+                    continue
+                gb = tb[tb["mixer"] == base]
+                if gb.empty:
+                    continue
+                merged = gm.merge(gb, on=["seq_len", "batch", "d_model", "n_heads", "dtype"], suffixes=("", "_b"))
+                if merged.empty:
+                    continue
+                merged = merged.sort_values("seq_len")
+                faster = (merged["value"] < merged["value_b"]).to_numpy()
+                lengths = merged["seq_len"].to_numpy()
+                # smallest index from which the mixer stays faster
+                idx = None
+                for i in range(len(faster) - 1, -1, -1):
+                    if faster[i]:
+                        idx = i
+                    else:
+                        break
+                last = merged.iloc[-1]
+                if idx is None:
+                    text = f"not within sweep (<= {int(lengths[-1])})"
+                elif idx == 0:
+                    text = f"<= {int(lengths[0])} (faster at every measured n)"
+                else:
+                    text = str(int(lengths[idx]))
+                out.append({"benchmark": bench, "mixer": mixer, "against": base,
+                            "crossover_n": int(lengths[idx]) if idx is not None else None, "crossover": text,
+                            "speedup_at_longest": float(last["value_b"] / last["value"]),
+                            "longest_n": int(lengths[-1]), **{c: last[c] for c in group_cols[1:]}})
+    return pd.DataFrame(out)
+
+
+def state_ratios(df: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
+    """Decode state bytes of each mixer and its ratio to the reference mixer's at the same n and shape."""
+    st = ok_metric(df, "state_bytes")
+    if st.empty:
+        return pd.DataFrame()
+    keys = ["benchmark", "seq_len", "batch", "d_model", "n_heads", "dtype"]
+    ref = st[st["mixer"] == reference][keys + ["value"]].rename(columns={"value": "reference_bytes"})
+    merged = st.merge(ref, on=keys, how="left")
+    merged["ratio_to_" + reference] = merged["value"] / merged["reference_bytes"]
+    return merged[["benchmark", "mixer", "impl"] + keys[1:] + ["value", "reference_bytes", "ratio_to_" + reference]]

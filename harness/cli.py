@@ -1,0 +1,212 @@
+"""Command line: ``python -m harness {list,run,report,compare,baseline,validate}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .env import REPO_ROOT
+
+SUITES_DIR = REPO_ROOT / "suites"
+
+
+def _suite_path(arg: str) -> Path:
+    """A path, or a bare suite name looked up in the repository's suites/ directory."""
+    path = Path(arg)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    candidate = SUITES_DIR / f"{arg}.yaml"
+    return candidate if candidate.exists() else path
+
+
+def cmd_list(args) -> int:
+    import architectures
+
+    if args.what == "mixers":
+        rows = []
+        for name in architectures.list_mixers(args.pattern):
+            if name.startswith("_"):
+                continue
+            s = architectures.get_mixer(name).spec
+            rows.append({"mixer": name, "family": s.family, "paper": f"{s.paper.title[:48]} ({s.paper.year}, "
+                         f"arXiv:{s.paper.arxiv})", "time": s.claimed_time or "-", "memory": s.claimed_memory or "-",
+                         "exp t/mem/state": "/".join("-" if e is None else f"{e:g}" for e in
+                                                    (s.time_exponent, s.memory_exponent, s.state_exponent)),
+                         "quality": s.claimed_quality or "-", "modes": ",".join(sorted(s.modes)),
+                         "impls": ",".join(s.impls),
+                         "hparams": ", ".join(f"{k}={v}" for k, v in s.default_hparams.items()) or "-"})
+        _print_table(rows)
+    elif args.what == "benchmarks":
+        from .benchmarks import BENCHMARKS
+
+        _print_table([{"benchmark": n, "modes": ",".join(BENCHMARKS.get(n).modes),
+                       "description": BENCHMARKS.get(n).description} for n in BENCHMARKS.list(args.pattern)])
+    else:
+        import yaml
+
+        rows = []
+        for path in sorted(SUITES_DIR.glob("*.yaml")):
+            try:
+                meta = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                meta = {"description": "(invalid YAML)"}
+            desc = " ".join(str(meta.get("description", "")).split())
+            rows.append({"suite": str(path.relative_to(REPO_ROOT)), "description": desc[:100]})
+        _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    from tabulate import tabulate
+
+    print(tabulate(rows, headers="keys", tablefmt="simple"))
+
+
+def cmd_validate(args) -> int:
+    import torch
+
+    from .config import load_suite
+    from .runner import plan
+
+    suite, _ = load_suite(_suite_path(args.suite))
+    for device_type in ("cpu", "cuda"):
+        cells = plan(suite, torch.device(device_type))
+        print(f"{args.suite}: valid; {len(cells)} cells on {device_type}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .config import load_suite
+    from .device import resolve_device
+    from .runner import plan, run_suite
+
+    path = _suite_path(args.suite)
+    suite, _ = load_suite(path)
+    device = resolve_device(args.device)
+    out = args.out
+    if isinstance(args.resume, str):
+        if out and Path(out) != Path(args.resume):
+            raise ValueError(f"--out {out} and --resume {args.resume} name different directories")
+        out = args.resume
+    if out is None:
+        if args.resume:
+            raise ValueError("--resume needs the run directory: --resume OUT (or --out OUT --resume)")
+        out = REPO_ROOT / "results" / f"{suite.suite}-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.dry_run:
+        cells = plan(suite, device, args.only)
+        for c in cells:
+            print(c.cell_id)
+        print(f"{len(cells)} cells on {device} (dry run: nothing measured)")
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, resume=bool(args.resume),
+                            progress=not args.no_progress, cpu_allocator=args.cpu_allocator)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: completed cells are saved in {out}/results.jsonl; finish the run with:\n"
+              f"  python -m harness run {args.suite} --out {out} --resume", file=sys.stderr)
+        return 130
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing to do"
+    print(f"{summary.cells} cells ({summary.reused} from before, {summary.ran} run: {counts}) in "
+          f"{summary.seconds:.0f} s")
+    print(f"results: {summary.out / 'results.jsonl'}\nreport:  {summary.out / 'report.md'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.out))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    table, regressed = compare(args.base, args.new, args.tolerance)
+    if regressed:
+        print(f"REGRESSION: {len(table)} deterministic figure(s) moved beyond tolerance {args.tolerance:g} "
+              f"or went missing:\n")
+        print(table.to_markdown(index=False, floatfmt=".6g"))
+        return 1
+    print(f"OK: every deterministic figure of {args.base} is within {args.tolerance:g} in {args.new}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from .compare import write_baseline
+
+    n = write_baseline(args.run, args.dest)
+    print(f"wrote {n} deterministic figures to {args.dest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness",
+                                description="Benchmark and compare attention methods (transformer-bench).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list registered mixers, benchmark kinds or suites")
+    s.add_argument("what", nargs="?", choices=["mixers", "suites", "benchmarks"], default="mixers")
+    s.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. '*attn*'")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("run", help="run a suite")
+    s.add_argument("suite", help="suite YAML path, or a name in suites/")
+    s.add_argument("--out", help="output directory (default: results/<suite>-<device>-<time>)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
+    s.add_argument("--only", help="glob over the suite's mixer labels/names")
+    s.add_argument("--resume", nargs="?", const=True, default=False, metavar="OUT",
+                   help="complete an interrupted run: rerun only cells without results")
+    s.add_argument("--dry-run", action="store_true", help="print the cells and exit")
+    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--cpu-allocator", choices=["caching", "system"], default="caching",
+                   help="caching (default): keep freed CPU memory for reuse, as CUDA does; system: glibc defaults")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("report", help="(re)build OUT/report.md and plots from a run directory")
+    s.add_argument("out")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="compare deterministic figures; exit 1 on a regression")
+    s.add_argument("base", help="baseline results.jsonl or run directory")
+    s.add_argument("new", help="new results.jsonl or run directory")
+    s.add_argument("--tolerance", type=float, default=0.0, help="allowed relative change (default 0: exact)")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("baseline", help="write a run's deterministic figures as a baseline file")
+    s.add_argument("run")
+    s.add_argument("dest")
+    s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("validate", help="check a suite file against the schema and the registries")
+    s.add_argument("suite")
+    s.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import SuiteError
+    from .runner import RunError
+
+    try:
+        return args.func(args)
+    except SuiteError as err:
+        print("invalid suite:\n  " + "\n  ".join(err.problems), file=sys.stderr)
+        return 2
+    except (RunError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+

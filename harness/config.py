@@ -1,0 +1,308 @@
+"""Suite files: a strict pydantic schema, and errors that name the file, the line and the field.
+
+A suite names registry entries (mixers, benchmark kinds), never import paths, and runs no code. Shape of a suite:
+
+    suite: long_context                 # name, used in result rows and the default output directory
+    description: ...
+    mixers: ["*"]                       # registry names or globs, or {name, label, impl, hparams} entries
+    allow_missing_mixers: false         # true: a name that is not registered is reported as missing, not an error
+    seed: 0
+    time_budget_s: 120                  # per cell; over it the cell is recorded as `timeout`
+    timing: {warmup: 1, min_run_time_s: 0.2, min_repeats: 5, max_time_s: 10}
+    benchmarks:
+      - kind: scaling                   # a registered benchmark (python -m harness list benchmarks)
+        name: scaling                   # optional label, defaults to the kind
+        modes: [forward, train, decode]
+        sweep: {seq_len: [...], batch: [1], d_model: [128], n_heads: [4], dtype: [float32]}
+        profiles: {cuda: {seq_len: [...], dtype: [bfloat16]}}   # per-device overrides of the sweep
+        params: {...}                   # the benchmark kind's own options, validated by its schema
+"""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+class SuiteError(Exception):
+    """A suite that cannot be used. ``problems`` is a list of "file:line: field: message" strings."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class MixerEntry(Strict):
+    name: str = Field(min_length=1)  # registry name (exact)
+    label: str | None = None  # how it appears in results; defaults to name (must be unique in the suite)
+    impl: str | None = None  # None = the spec's default impl
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sweep(Strict):
+    seq_len: list[PositiveInt] = Field(default=[256, 512, 1024], min_length=1)
+    batch: list[PositiveInt] = Field(default=[1], min_length=1)
+    d_model: list[PositiveInt] = Field(default=[128], min_length=1)
+    n_heads: list[PositiveInt] = Field(default=[4], min_length=1)
+    dtype: list[Literal[DTYPES]] = Field(default=["float32"], min_length=1)  # type: ignore[valid-type]
+
+
+class SweepOverride(Strict):
+    seq_len: list[PositiveInt] | None = Field(default=None, min_length=1)
+    batch: list[PositiveInt] | None = Field(default=None, min_length=1)
+    d_model: list[PositiveInt] | None = Field(default=None, min_length=1)
+    n_heads: list[PositiveInt] | None = Field(default=None, min_length=1)
+    dtype: list[Literal[DTYPES]] | None = Field(default=None, min_length=1)  # type: ignore[valid-type]
+
+
+class BenchmarkEntry(Strict):
+    kind: str
+    name: str | None = None
+    modes: list[str] = Field(default=["forward"], min_length=1)
+    sweep: Sweep = Field(default_factory=Sweep)
+    profiles: dict[Literal[DEVICE_TYPES], SweepOverride] = Field(default_factory=dict)  # type: ignore[valid-type]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    def sweep_for(self, device_type: str) -> Sweep:
+        override = self.profiles.get(device_type)
+        if override is None:
+            return self.sweep
+        changes = {k: v for k, v in override.model_dump().items() if v is not None}
+        return self.sweep.model_copy(update=changes)
+
+
+class Timing(Strict):
+    warmup: int = Field(default=1, ge=0)
+    min_run_time_s: PositiveFloat = 0.2
+    min_repeats: PositiveInt = 5
+    max_time_s: PositiveFloat = 10.0
+
+
+class Suite(Strict):
+    suite: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    mixers: list[Union[str, MixerEntry]] = Field(min_length=1)
+    allow_missing_mixers: bool = False
+    seed: int = 0
+    time_budget_s: PositiveFloat = 120.0
+    timing: Timing = Field(default_factory=Timing)
+    benchmarks: list[BenchmarkEntry] = Field(min_length=1)
+
+    @field_validator("mixers")
+    @classmethod
+    def _no_empty_names(cls, v: list) -> list:
+        for item in v:
+            if isinstance(item, str) and not item.strip():
+                raise ValueError("a mixer name cannot be empty")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_benchmark_labels(self) -> "Suite":
+        labels = [b.label for b in self.benchmarks]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"benchmark names must be unique; repeated: {dupes} (give each a `name`)")
+        return self
+
+
+# ---- resolution against the registries ------------------------------------------------------------------------------
+
+class ResolvedMixer(BaseModel):
+    label: str
+    name: str
+    impl: str
+    hparams: dict[str, Any]
+    missing: bool = False  # not registered (only with allow_missing_mixers)
+
+
+def resolve_mixers(suite: Suite, only: str | None = None) -> list[ResolvedMixer]:
+    """Expand names and globs into concrete mixers with their impl and full hyperparameters.
+
+    Raises ValueError (with the index of the offending entry in ``err.args[1]``) for unknown names, bad impls or
+    hyperparameters. Names starting with "_" (test fixtures) are only matched exactly.
+    """
+    import architectures
+    from architectures.registry import MIXERS, UnknownNameError
+
+    out: list[ResolvedMixer] = []
+    for i, item in enumerate(suite.mixers):
+        entry = MixerEntry(name=item) if isinstance(item, str) else item
+        if any(ch in entry.name for ch in "*?["):
+            names = [n for n in architectures.list_mixers(entry.name) if not n.startswith("_")]
+            if not names:
+                raise ValueError(f"pattern {entry.name!r} matches no registered mixer", i)
+            if entry.label or entry.hparams or entry.impl:
+                raise ValueError("label, impl and hparams need an exact mixer name, not a pattern", i)
+        else:
+            names = [entry.name]
+        for name in names:
+            if name not in MIXERS:
+                if suite.allow_missing_mixers:
+                    out.append(ResolvedMixer(label=entry.label or name, name=name, impl="-", hparams={},
+                                             missing=True))
+                    continue
+                raise ValueError(str(UnknownNameError("mixer", name, [n for n in MIXERS.list() if n[0] != "_"])), i)
+            cls = architectures.get_mixer(name)
+            impl = entry.impl or cls.spec.default_impl
+            if impl not in cls.spec.impls:
+                raise ValueError(f"mixer {name!r} has no impl {impl!r}; available: {list(cls.spec.impls)}", i)
+            unknown = set(entry.hparams) - set(cls.hparam_names())
+            if unknown:
+                raise ValueError(f"mixer {name!r} has no hyperparameter(s) {sorted(unknown)}; "
+                                 f"it takes {cls.hparam_names()}", i)
+            hparams = {**cls.spec.default_hparams, **entry.hparams}
+            out.append(ResolvedMixer(label=entry.label or name, name=name, impl=impl, hparams=hparams))
+    seen: dict[str, ResolvedMixer] = {}
+    deduped = []
+    for m in out:
+        if m.label in seen:
+            if seen[m.label] == m:
+                continue  # the same mixer named twice (e.g. by a glob and by name)
+            raise ValueError(f"two different mixers share the label {m.label!r}; give one a `label`", None)
+        seen[m.label] = m
+        deduped.append(m)
+    if only:
+        deduped = [m for m in deduped if fnmatch.fnmatchcase(m.label, only) or fnmatch.fnmatchcase(m.name, only)]
+        if not deduped:
+            raise ValueError(f"--only {only!r} matches none of the suite's mixers", None)
+    return deduped
+
+
+# ---- loading with line numbers ----------------------------------------------------------------------------------
+
+def _node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """The YAML node at a pydantic error location (skipping union-branch tags such as 'str' or 'MixerEntry')."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if key.value == part:
+                    node = value
+                    break
+            # a union tag or a missing key: stay on the current node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(node.value):
+                node = node.value[part]
+        else:
+            continue
+    return node
+
+
+def _field_path(loc: tuple) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif part in ("str", "MixerEntry") or part.startswith(("literal[", "function-")):
+            continue  # union branch names, not fields
+        else:
+            parts.append(("." if parts else "") + part)
+    return "".join(parts) or "(top level)"
+
+
+def _line(root: yaml.Node | None, loc: tuple) -> int:
+    node = _node_at(root, loc)
+    return node.start_mark.line + 1 if node is not None else 1
+
+
+def _describe(err: dict) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not part of the schema; check the spelling)"
+    if err["type"] == "missing":
+        return "required field is missing"
+    got = err.get("input")
+    if got is not None and not isinstance(got, (dict, list)):
+        msg += f" (got {got!r})"
+    return msg
+
+
+def load_suite(path: str | Path, *, check_registry: bool = True) -> tuple[Suite, dict]:
+    """Parse and validate a suite file. Returns the model and the raw mapping; raises SuiteError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SuiteError([f"{path}: cannot read suite: {err.strerror or err}"]) from None
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SuiteError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}"]) from None
+    if not isinstance(raw, dict):
+        raise SuiteError([f"{path}:1: a suite must be a mapping with keys suite, mixers, benchmarks, ..."])
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {_describe(err)}")
+        raise SuiteError(_dedupe_union_noise(problems)) from None
+    if check_registry:
+        problems = check_against_registries(suite, path, root)
+        if problems:
+            raise SuiteError(problems)
+    return suite, raw
+
+
+def _dedupe_union_noise(problems: list[str]) -> list[str]:
+    """A wrong mixer entry fails both union branches; keep one message per line and field."""
+    seen, out = set(), []
+    for p in problems:
+        key = p.split(": ", 2)[:2]
+        if tuple(key) in seen:
+            continue
+        seen.add(tuple(key))
+        out.append(p)
+    return out
+
+
+def check_against_registries(suite: Suite, path: Path, root: yaml.Node | None) -> list[str]:
+    from .benchmarks import BENCHMARKS, validate_params
+
+    problems = []
+    try:
+        resolve_mixers(suite)
+    except ValueError as err:
+        index = err.args[1] if len(err.args) > 1 else None
+        loc = ("mixers", index) if index is not None else ("mixers",)
+        problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {err.args[0]}")
+    for i, bench in enumerate(suite.benchmarks):
+        loc = ("benchmarks", i, "kind")
+        if bench.kind not in BENCHMARKS:
+            from architectures.registry import UnknownNameError
+
+            problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: "
+                            f"{UnknownNameError('benchmark', bench.kind, BENCHMARKS.list())}")
+            continue
+        bench_cls = BENCHMARKS.get(bench.kind)
+        bad_modes = [m for m in bench.modes if m not in bench_cls.modes]
+        if bad_modes:
+            loc = ("benchmarks", i, "modes")
+            problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: unknown mode(s) {bad_modes} for "
+                            f"benchmark kind {bench.kind!r}; expected some of {list(bench_cls.modes)}")
+        try:
+            validate_params(bench.kind, bench.params)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ("benchmarks", i, "params", *err["loc"])
+                problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {_describe(err)}")
+    return problems

@@ -1,0 +1,194 @@
+"""Everything that differs between a GPU and a CPU lives here, both paths side by side.
+
+- ``resolve_device``: "auto" | "cpu" | "cuda[:i]" -> torch.device, with a clear error when CUDA is asked for and absent.
+- ``time_callable``: warm-up, then repeats until a minimum time; median and IQR. CUDA: CUDA events around each call
+  and ``torch.cuda.synchronize``. CPU: ``torch.utils.benchmark.Timer`` (perf_counter) at the process's thread count.
+- ``allocator_peak``: the CUDA caching allocator's peak over a region (None on CPU, which has no such counter; the
+  device-independent figure is ``harness.measure.LiveTensorBytes``).
+- ``is_oom``: whether an exception is an out-of-memory on either device.
+- ``device_info``: the device's name, for the environment record.
+- ``configure_cpu_allocator``: makes glibc keep freed memory for reuse (the CPU counterpart of CUDA's caching
+  allocator), so that timings measure compute rather than the kernel's page faults on every fresh allocation.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; expected auto, cpu or cuda[:index]")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    median_s: float
+    q1_s: float
+    q3_s: float
+    repeats: int  # number of timed measurements the statistics are over
+    number_per_run: int  # calls averaged inside one measurement (>1 only for very short calls)
+    threads: int
+    timer: str  # what measured: "cuda_events" or "torch.utils.benchmark"
+
+    @property
+    def iqr_s(self) -> float:
+        return self.q3_s - self.q1_s
+
+
+def _quartiles(times: list[float]) -> tuple[float, float, float]:
+    if len(times) == 1:
+        return times[0], times[0], times[0]
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    return q[1], q[0], q[2]
+
+
+def time_callable(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, min_run_time: float = 0.3,
+                  min_repeats: int = 5, max_time: float = 30.0) -> Timing:
+    """Median time of one call of ``fn``. Stops once both min_run_time and min_repeats are reached, or at max_time."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    if device.type == "cuda":
+        return _time_cuda(fn, device, min_run_time, min_repeats, max_time)
+    return _time_cpu(fn, min_run_time, min_repeats, max_time)
+
+
+def _time_cuda(fn: Callable[[], object], device: torch.device, min_run_time: float, min_repeats: int,
+               max_time: float) -> Timing:
+    times: list[float] = []
+    start_wall = time.perf_counter()
+    while True:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        times.append(start.elapsed_time(end) / 1e3)
+        elapsed = time.perf_counter() - start_wall
+        if (elapsed >= min_run_time and len(times) >= min_repeats) or elapsed >= max_time:
+            break
+    median, q1, q3 = _quartiles(times)
+    return Timing(median, q1, q3, len(times), 1, torch.get_num_threads(), "cuda_events")
+
+
+def _time_cpu(fn: Callable[[], object], min_run_time: float, min_repeats: int, max_time: float) -> Timing:
+    from torch.utils import benchmark
+
+    threads = torch.get_num_threads()
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    # One probe call sets the block size: very short calls are grouped so that one measurement lasts >= ~1 ms.
+    probe = timer.timeit(1).median
+    number = max(1, math.ceil(1e-3 / max(probe, 1e-9))) if probe < 1e-3 else 1
+    measurements = []
+    start_wall = time.perf_counter()
+    while True:
+        measurements.append(timer.timeit(number))
+        elapsed = time.perf_counter() - start_wall
+        if (elapsed >= min_run_time and len(measurements) >= min_repeats) or elapsed >= max_time:
+            break
+    merged = benchmark.Measurement.merge(measurements)[0]
+    times = list(merged.times)  # per-call times, one per measurement
+    median, q1, q3 = _quartiles(times)
+    return Timing(median, q1, q3, len(times), number, threads, "torch.utils.benchmark")
+
+
+@contextlib.contextmanager
+def allocator_peak(device: torch.device) -> Iterator[dict]:
+    """Yields a dict whose "peak_bytes" is set on exit: the CUDA allocator's peak above its level at entry."""
+    result: dict = {"peak_bytes": None}
+    if device.type != "cuda":
+        yield result
+        return
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    try:
+        yield result
+    finally:
+        torch.cuda.synchronize(device)
+        result["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
+
+
+_CPU_ALLOCATOR = {"mode": "system"}
+
+
+def configure_cpu_allocator(mode: str = "caching") -> str:
+    """"caching": ask glibc (mallopt) to serve large blocks from the heap and never return freed memory to the OS.
+
+    Without it, every tensor above 32 MB is a fresh mmap whose pages fault in on first touch; in a virtual machine
+    that costs more than the arithmetic (measured here: 1.3-7 ns per float against 0.16 ns for the op itself) and
+    varies from call to call. CUDA has a caching allocator; this gives the CPU the same steady state. Returns a
+    description for env.json ("system" if not applied: another libc, or mode "system").
+    """
+    if mode == "system":
+        return "system (glibc defaults: large blocks are mmapped and returned on free)"
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 0x7FFFFFFF) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _CPU_ALLOCATOR["mode"] = "caching" if ok else "system"
+    if not ok:
+        return "system (mallopt unavailable: not glibc)"
+    return "caching (glibc mallopt: M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1; freed memory is reused)"
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):  # CUDA (and any backend raising the typed error)
+        return True
+    message = str(err)
+    return isinstance(err, (RuntimeError, MemoryError)) and (
+        isinstance(err, MemoryError)
+        or "out of memory" in message.lower()
+        or "DefaultCPUAllocator: can't allocate memory" in message
+    )
+
+
+def empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"device": str(device), "device_type": device.type}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(device_name=props.name, device_memory_bytes=props.total_memory,
+                    cuda_version=torch.version.cuda, capability=f"{props.major}.{props.minor}")
+    else:
+        info.update(device_name=cpu_model(), cpu_capability=torch.backends.cpu.get_cpu_capability())
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

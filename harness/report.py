@@ -1,0 +1,197 @@
+"""``OUT/report.md`` and ``OUT/plots/*.png`` from a run directory (results.jsonl, env.json, suite.yaml, specs.json).
+
+The report can be rebuilt at any time with ``python -m harness report OUT``; it reads only the run directory (the
+claims were copied into ``specs.json`` when the run started), so an old run reports the claims it was run against.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on CI or servers
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
+
+from .analysis import crossovers, ok_metric, scaling_fits, state_ratios  # noqa: E402
+from .results import load_results  # noqa: E402
+
+UNITS = {  # metric -> (scale, label)
+    "time_s": (1e3, "ms"),
+    "peak_tensor_bytes": (1 / 2**20, "MiB"),
+    "cuda_peak_bytes": (1 / 2**20, "MiB"),
+    "state_bytes": (1 / 2**10, "KiB"),
+    "flops": (1e-9, "GFLOP"),
+    "tokens_per_s": (1e-3, "k tok/s"),
+    "peak_fraction": (100, "% of matmul peak"),
+}
+
+
+def _md(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
+    if df.empty:
+        return "_(none)_\n"
+    return df.to_markdown(index=False, floatfmt=floatfmt) + "\n"
+
+
+def _scaling_benchmarks(suite: dict) -> dict[str, dict]:
+    out = {}
+    for entry in suite.get("suite", {}).get("benchmarks", []):
+        if entry["kind"] == "scaling":
+            params = entry.get("params", {})
+            fit = {"last_points": 3, "tolerance": 0.25, **params.get("fit", {})}
+            out[entry.get("name") or entry["kind"]] = {
+                "fit": fit, "against": params.get("crossover_against", ["flash", "standard"])}
+    return out
+
+
+def _pivot(df: pd.DataFrame, metric: str, mode: str, bench: str) -> pd.DataFrame:
+    """mixers x seq_len table of one metric; failed cells show their status."""
+    scale, _ = UNITS.get(metric, (1, ""))
+    sub = df[(df["benchmark"] == bench) & (df["mode"] == mode)]
+    ok = sub[(sub["status"] == "ok") & (sub["metric"] == metric)]
+    failed = sub[sub["status"] != "ok"]
+    if ok.empty:
+        return pd.DataFrame()
+    cells: dict[tuple, str] = {}
+    for _, r in ok.iterrows():
+        cells[(r["mixer"], int(r["seq_len"]))] = f"{r['value'] * scale:.4g}"
+    for _, r in failed.iterrows():
+        cells.setdefault((r["mixer"], int(r["seq_len"])), r["status"])
+    mixers = sorted({m for m, _ in cells})
+    lengths = sorted({n for _, n in cells})
+    table = pd.DataFrame([[cells.get((m, n), "") for n in lengths] for m in mixers],
+                         columns=[f"n={n}" for n in lengths])
+    table.insert(0, "mixer", mixers)
+    return table
+
+
+def _plot(df: pd.DataFrame, fits: pd.DataFrame, metric: str, modes: list[str], bench: str, path: Path,
+          title: str) -> bool:
+    data = ok_metric(df, metric)
+    data = data[(data["benchmark"] == bench) & (data["mode"].isin(modes))]
+    if data.empty:
+        return False
+    scale, unit = UNITS.get(metric, (1, ""))
+    data = data.assign(y=data["value"].astype(float) * scale)
+    present = [m for m in modes if m in set(data["mode"])]
+    fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4.2), squeeze=False)
+    palette = dict(zip(sorted(data["mixer"].unique()), sns.color_palette("tab10", data["mixer"].nunique())))
+    for ax, mode in zip(axes[0], present):
+        d = data[data["mode"] == mode]
+        sns.lineplot(data=d, x="seq_len", y="y", hue="mixer", marker="o", ax=ax, palette=palette,
+                     errorbar=None)
+        if not fits.empty:
+            f = fits[(fits["benchmark"] == bench) & (fits["metric"] == metric) & (fits["mode"] == mode)]
+            for _, r in f.iterrows():
+                if r["exponent"] is None or pd.isna(r["exponent"]) or not r["n_range"]:
+                    continue
+                lo, hi = (int(v) for v in r["n_range"].split("-"))
+                pts = d[(d["mixer"] == r["mixer"]) & (d["seq_len"] >= lo) & (d["seq_len"] <= hi)]
+                if pts.empty:
+                    continue
+                # the fitted line through the geometric mean of the fitted points
+                xs = np.array([lo, hi], dtype=float)
+                x0, y0 = np.exp(np.log(pts["seq_len"]).mean()), np.exp(np.log(pts["y"]).mean())
+                ax.plot(xs, y0 * (xs / x0) ** r["exponent"], ls="--", lw=1, color=palette.get(r["mixer"]))
+        lengths = sorted(int(n) for n in d["seq_len"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set(xlabel="sequence length n", ylabel=f"{metric} ({unit})", title=mode)
+        if ax is not axes[0][0] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title + " (dashed: fitted power law)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(out: str | Path) -> Path:
+    out = Path(out)
+    df = load_results(out)
+    env = json.loads((out / "env.json").read_text()) if (out / "env.json").exists() else {}
+    suite = yaml.safe_load((out / "suite.yaml").read_text()) if (out / "suite.yaml").exists() else {}
+    specs = json.loads((out / "specs.json").read_text()) if (out / "specs.json").exists() else {}
+    (out / "plots").mkdir(exist_ok=True)
+    meta = suite.get("suite", {})
+    scaling = _scaling_benchmarks(suite)
+
+    lines = [f"# {meta.get('suite', 'run')} report", ""]
+    if meta.get("description"):
+        lines += [meta["description"].strip(), ""]
+    lines += ["## Environment", "",
+              _md(pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
+                                for k, v in env.items()])), ""]
+    statuses = df["status"].value_counts().to_dict() if not df.empty else {}
+    n_cells = df["cell_id"].nunique() if not df.empty else 0
+    lines += ["## Cells", "", f"{n_cells} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())) +
+              " (rows; a measured cell has one row per metric)", ""]
+    failed = df[df["status"] != "ok"] if not df.empty else df
+    if not failed.empty:
+        lines += ["Cells that did not produce measurements:", "",
+                  _md(failed[["benchmark", "mixer", "impl", "mode", "seq_len", "status", "error"]]), ""]
+
+    fits = scaling_fits(df, specs, {b: v["fit"] for b, v in scaling.items()})
+    for bench, cfg in scaling.items():
+        lines += [f"## Benchmark `{bench}` (scaling)", ""]
+        tol = cfg["fit"]["tolerance"]
+        lines += [f"### Exponents: claimed vs measured", "",
+                  f"Least-squares slope of log(metric) on log(n) over the longest {cfg['fit']['last_points']} "
+                  f"lengths; verdict `holds` when |measured - claimed| <= {tol}. Claims are the guide's "
+                  "complexity cells (see each mixer's spec); FLOPs are held to the time claim, and decode time per "
+                  "token is shown without a claim.", ""]
+        f = fits[fits["benchmark"] == bench] if not fits.empty else fits
+        if not f.empty:
+            table = f[["mixer", "impl", "mode", "metric", "claimed_as_written", "claimed_exponent", "exponent",
+                       "stderr", "r2", "n_range", "verdict"]].copy()
+            table["exponent"] = [f"{e:.2f} ± {s:.2f}" if e is not None and not pd.isna(e) and not pd.isna(s)
+                                 else ("" if e is None or pd.isna(e) else f"{e:.2f}")
+                                 for e, s in zip(f["exponent"], f["stderr"])]
+            table = table.drop(columns=["stderr"]).rename(columns={"exponent": "measured ± SE", "r2": "R²"})
+            table = table.astype(object).where(table.notna(), "-")
+            lines += [_md(table.sort_values(["metric", "mode", "mixer"]), floatfmt=".3f"), ""]
+        cross = crossovers(df, {bench: cfg["against"]})
+        lines += ["### Crossover lengths (forward time)", "",
+                  "The shortest measured n from which the mixer's median forward time stays below the "
+                  "baseline's at every longer measured n.", ""]
+        if not cross.empty:
+            lines += [_md(cross[["mixer", "against", "crossover", "speedup_at_longest", "longest_n"]],
+                          floatfmt=".2f"), ""]
+        else:
+            lines += ["_(no forward times to compare)_", ""]
+        ratios = state_ratios(df[df["benchmark"] == bench]) if not df.empty else pd.DataFrame()
+        if not ratios.empty:
+            longest = ratios["seq_len"].max()
+            r = ratios[ratios["seq_len"] == longest][["mixer", "impl", "seq_len", "value", "ratio_to_standard"]]
+            lines += ["### Decode state at the longest length", "",
+                      "Bytes of the state a mixer carries after n tokens (measured from the returned state, equal "
+                      "to its analytic `state_bytes`), and the ratio to `standard`'s KV cache.", "",
+                      _md(r.rename(columns={"value": "state_bytes"}), floatfmt=".4g"), ""]
+        for metric, title in [("time_s", "Median time (ms)"), ("peak_tensor_bytes", "Peak live tensor memory (MiB)"),
+                              ("cuda_peak_bytes", "CUDA allocator peak (MiB)"), ("flops", "FLOPs (GFLOP)"),
+                              ("peak_fraction", "Achieved FLOP/s (% of measured matmul peak)"),
+                              ("state_bytes", "Decode state (KiB)")]:
+            for mode in ("forward", "train", "decode"):
+                table = _pivot(df, metric, mode, bench)
+                if not table.empty:
+                    lines += [f"### {title}: {mode}", "", _md(table), ""]
+        plots = [("time_s", ["forward", "train", "decode"], "time"),
+                 ("peak_tensor_bytes", ["forward", "train", "decode"], "memory"),
+                 ("state_bytes", ["decode"], "state")]
+        lines += ["### Plots", ""]
+        for metric, modes, tag in plots:
+            path = out / "plots" / f"{bench}-{tag}.png"
+            if _plot(df, fits, metric, modes, bench, path, f"{bench}: {metric} vs n"):
+                lines += [f"![{bench} {tag}](plots/{path.name})", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    if not fits.empty:
+        fits.to_csv(out / "fits.csv", index=False)
+    return out / "report.md"

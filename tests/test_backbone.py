@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+import architectures
+from architectures.backbone import DecoderLM, LMConfig
+
+
+@pytest.mark.parametrize("norm,ffn", [("rmsnorm", "swiglu"), ("layernorm", "gelu")])
+def test_lm_forward_shapes_and_tied_head(norm, ffn):
+    lm = DecoderLM(LMConfig(mixer="standard", d_model=32, n_layers=2, n_heads=2, norm=norm, ffn=ffn))
+    tokens = torch.randint(0, 256, (2, 17))
+    assert lm(tokens).shape == (2, 17, 256)
+    assert lm.num_params() == sum(p.numel() for p in lm.parameters())
+    assert not any(n.startswith("head") for n, _ in lm.named_parameters()), "the output head is tied"
+
+
+@pytest.mark.parametrize("name", [n for n in architectures.list_mixers()
+                                  if "decode" in architectures.get_mixer(n).spec.modes])
+def test_lm_decoding_equals_forward(name):
+    cls = architectures.get_mixer(name)
+    torch.manual_seed(0)
+    lm = DecoderLM(LMConfig(mixer=name, mixer_hparams=dict(cls.spec.test_hparams), d_model=32, n_layers=2,
+                            n_heads=2)).eval()
+    tokens = torch.randint(0, 256, (2, 40))
+    with torch.no_grad():
+        logits = lm(tokens)
+        states = lm.init_state(2)
+        steps = []
+        for t in range(tokens.shape[1]):
+            out, states = lm.step(tokens[:, t], states)
+            steps.append(out)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_lm_is_causal_for_every_causal_mixer():
+    for name in architectures.list_mixers():
+        cls = architectures.get_mixer(name)
+        if "causal" not in cls.spec.modes:
+            continue
+        torch.manual_seed(0)
+        lm = DecoderLM(LMConfig(mixer=name, mixer_hparams=dict(cls.spec.test_hparams), d_model=32, n_layers=2,
+                                n_heads=2))
+        a = torch.randint(0, 256, (1, 30))
+        b = a.clone()
+        b[:, 20:] = (b[:, 20:] + 1) % 256
+        torch.testing.assert_close(lm(a)[:, :20], lm(b)[:, :20], rtol=0, atol=1e-5, msg=name)
+
+
+def test_bad_choices_are_explained():
+    with pytest.raises(ValueError, match="unknown norm"):
+        DecoderLM(LMConfig(norm="batchnorm"))
+    with pytest.raises(KeyError, match="did you mean"):
+        DecoderLM(LMConfig(mixer="standrd"))

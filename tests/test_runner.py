@@ -1,0 +1,188 @@
+"""The runner records every failure as data, keeps going, and resumes an interrupted run."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from architectures import Mixer, MixerSpec, Paper
+from architectures.registry import MIXERS, register_mixer
+from harness.config import Suite
+from harness.device import resolve_device
+from harness.results import read_rows
+from harness.runner import RunError, run_suite
+
+SPEC = MixerSpec(family="test fixture", paper=Paper("none", "0000.00000", 2000), claimed_time=None,
+                 claimed_memory=None, time_exponent=None, memory_exponent=None, state_exponent=None,
+                 modes=frozenset({"causal"}))
+CALLS: list[int] = []  # seq_len of every forward call of _test_counting
+
+
+class _Base(Mixer):
+    def __init__(self, d_model, n_heads, *, causal=True, impl=None):
+        super().__init__(d_model, n_heads, causal=causal, impl=impl)
+        self.proj = nn.Linear(d_model, d_model)
+
+
+class Raises(_Base):
+    def forward(self, x):
+        raise ValueError("deliberate failure")
+
+
+class OutOfMemory(_Base):
+    def forward(self, x):
+        if x.shape[1] >= 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB (simulated)")
+        return self.proj(x)
+
+
+class Slow(_Base):
+    def forward(self, x):
+        time.sleep(5)
+        return self.proj(x)
+
+
+class Counting(_Base):
+    def forward(self, x):
+        CALLS.append(x.shape[1])
+        return self.proj(x)
+
+
+INTERRUPT = {"at": None}  # seq_len at which _test_interrupt raises KeyboardInterrupt (None: never)
+
+
+class Interrupting(_Base):
+    def forward(self, x):
+        CALLS.append(x.shape[1])
+        if INTERRUPT["at"] is not None and x.shape[1] >= INTERRUPT["at"]:
+            raise KeyboardInterrupt
+        return self.proj(x)
+
+
+FIXTURES = {"_test_raises": Raises, "_test_oom": OutOfMemory, "_test_slow": Slow, "_test_counting": Counting,
+            "_test_interrupt": Interrupting}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def test_mixers():
+    for name, cls in FIXTURES.items():
+        register_mixer(name, spec=SPEC)(cls)
+    yield
+    for name in FIXTURES:
+        MIXERS.unregister(name)
+
+
+def suite(mixers, seq_lens=(32, 64, 128), budget=60.0, modes=("forward",)):
+    return Suite.model_validate({
+        "suite": "t", "mixers": list(mixers), "time_budget_s": budget,
+        "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "max_time_s": 0.5},
+        "benchmarks": [{"kind": "scaling", "modes": list(modes),
+                        "sweep": {"seq_len": list(seq_lens), "d_model": [16], "n_heads": [2]},
+                        "params": {"metrics": ["time", "memory"]}}]})
+
+
+def statuses(out: Path) -> dict[tuple[str, int], set[str]]:
+    result: dict = {}
+    for r in read_rows(out / "results.jsonl"):
+        result.setdefault((r["mixer"], r["seq_len"]), set()).add(r["status"])
+    return result
+
+
+CPU = resolve_device("cpu")
+
+
+def test_failures_are_recorded_and_the_run_completes(tmp_path):
+    s = suite(["_test_raises", "_test_oom", "_test_slow", "standard"], budget=1.0)
+    summary = run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    st = statuses(tmp_path)
+    assert summary.cells == 12 and summary.ran == 12
+    assert all(st[("_test_raises", n)] == {"error"} for n in (32, 64, 128))
+    assert st[("_test_oom", 32)] == {"ok"}
+    assert st[("_test_oom", 64)] == {"oom"}
+    assert st[("_test_oom", 128)] == {"skipped"}, "after an OOM, longer lengths are skipped"
+    assert st[("_test_slow", 32)] == {"timeout"}
+    assert st[("_test_slow", 64)] == {"skipped"} and st[("_test_slow", 128)] == {"skipped"}
+    assert all(st[("standard", n)] == {"ok"} for n in (32, 64, 128))
+    rows = read_rows(tmp_path / "results.jsonl")
+    err = next(r for r in rows if r["mixer"] == "_test_raises")
+    assert "ValueError: deliberate failure" in err["error"]
+    skipped = next(r for r in rows if r["mixer"] == "_test_oom" and r["seq_len"] == 128)
+    assert "oom at seq_len=64" in skipped["error"]
+    timeout = next(r for r in rows if r["mixer"] == "_test_slow" and r["seq_len"] == 32)
+    assert "time budget" in timeout["error"]
+
+
+def test_rows_carry_the_cell_and_environment(tmp_path):
+    run_suite(suite(["flash"], seq_lens=(32,)), tmp_path, CPU, progress=False, write_report=False)
+    rows = read_rows(tmp_path / "results.jsonl")
+    required = {"run_id", "suite", "benchmark", "mixer", "impl", "mode", "seq_len", "batch", "d_model", "n_heads",
+                "dtype", "device", "metric", "value", "unit", "status", "error", "hparams", "threads",
+                "sdpa_backend"}
+    for r in rows:
+        assert required <= set(r)
+        assert r["impl"] == "sdpa_flash" and r["sdpa_backend"] == "FLASH_ATTENTION (cpu)"
+        assert r["hparams"] == {"rope_theta": 10000.0}
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["torch_threads"] == torch.get_num_threads()
+    assert env["matmul_peak_flops"]["float32"] > 0
+    assert (tmp_path / "suite.yaml").exists() and (tmp_path / "specs.json").exists()
+
+
+def test_unavailable_backend_is_a_skipped_cell(tmp_path):
+    s = suite([{"name": "flash", "label": "flash_cudnn", "impl": "sdpa_cudnn"}], seq_lens=(32,))
+    run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert [r["status"] for r in rows] == ["skipped"]
+    assert "CUDNN_ATTENTION unavailable" in rows[0]["error"]
+
+
+def test_resume_reruns_only_missing_cells(tmp_path):
+    CALLS.clear()
+    s = suite(["_test_counting"], seq_lens=(16, 32, 64))
+    run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    first = list(CALLS)
+    assert sorted(set(first)) == [16, 32, 64]
+    # Lose the n=32 cell, as if the run had died before writing it.
+    path = tmp_path / "results.jsonl"
+    kept = [line for line in path.read_text().splitlines() if '"seq_len": 32' not in line]
+    path.write_text("\n".join(kept) + "\n")
+    with pytest.raises(RunError, match="--resume"):
+        run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    CALLS.clear()
+    summary = run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False)
+    assert set(CALLS) == {32}, "only the missing cell runs again"
+    assert summary.reused == 2 and summary.ran == 1
+    assert sorted({r["seq_len"] for r in read_rows(path)}) == [16, 32, 64]
+    run_ids = {r["run_id"] for r in read_rows(path)}
+    assert len(run_ids) == 1, "a resumed run keeps its run id"
+
+
+def test_interrupted_run_keeps_completed_cells_and_resumes(tmp_path):
+    s = suite(["_test_interrupt"], seq_lens=(16, 32, 64, 128))
+    INTERRUPT["at"] = 64  # Ctrl-C while the n=64 cell runs
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    assert sorted({r["seq_len"] for r in read_rows(tmp_path / "results.jsonl")}) == [16, 32]
+    INTERRUPT["at"] = None
+    CALLS.clear()
+    run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False)
+    assert set(CALLS) == {64, 128}
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert sorted({r["seq_len"] for r in rows}) == [16, 32, 64, 128]
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"cell_id": "a", "status": "ok"}\n{"cell_id": "b", "sta')
+    assert [r["cell_id"] for r in read_rows(path)] == ["a"]
+
+
+def test_missing_mixers_are_reported_when_allowed(tmp_path):
+    s = Suite.model_validate({**suite(["standard"]).model_dump(), "mixers": ["standard", "not_yet_written"],
+                              "allow_missing_mixers": True})
+    run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    st = statuses(tmp_path)
+    assert st[("not_yet_written", 32)] == {"missing"}
