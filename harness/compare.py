@@ -52,5 +52,9 @@ def write_baseline(run: str | Path, dest: str | Path) -> int:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("")
-    append_rows(dest, keep[cols].to_dict(orient="records"))
+    records = keep[cols].to_dict(orient="records")
+    for r in records:  # byte and FLOP counts are integers; pandas made them floats
+        if isinstance(r["value"], float) and r["value"].is_integer():
+            r["value"] = int(r["value"])
+    append_rows(dest, records)
     return len(keep)
