@@ -106,4 +106,13 @@ def metric(name: str, value: Any, unit: str, **extra: Any) -> dict[str, Any]:
     return {"metric": name, "value": value, "unit": unit, **extra}
 
 
-from . import scaling  # noqa: E402,F401  (registers the built-in kinds)
+def _discover() -> None:
+    """Import every module of this package: each registers its kind(s) with @register_benchmark."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_discover()
