@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
@@ -65,6 +66,7 @@ class RunContext:
     device: torch.device
     timing: Any  # config.Timing
     matmul_peak: dict[str, float]  # dtype name -> measured FLOP/s on this device
+    out: Path | None = None  # the run directory (benchmarks that save checkpoints or curves write under it)
 
 
 class Benchmark:
