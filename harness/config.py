@@ -12,6 +12,7 @@ A suite names registry entries (mixers, benchmark kinds), never import paths, an
     benchmarks:
       - kind: scaling                   # a registered benchmark (python -m harness list benchmarks)
         name: scaling                   # optional label, defaults to the kind
+        mixers: ["*"]                   # optional globs over the suite's mixers: which of them this benchmark runs
         modes: [forward, train, decode]
         sweep: {seq_len: [...], batch: [1], d_model: [128], n_heads: [4], dtype: [float32]}
         profiles: {cuda: {seq_len: [...], dtype: [bfloat16]}}   # per-device overrides of the sweep
@@ -69,6 +70,7 @@ class SweepOverride(Strict):
 class BenchmarkEntry(Strict):
     kind: str
     name: str | None = None
+    mixers: list[str] | None = Field(default=None, min_length=1)  # globs over the suite's mixer labels; None = all
     modes: list[str] = Field(default=["forward"], min_length=1)
     sweep: Sweep = Field(default_factory=Sweep)
     profiles: dict[Literal[DEVICE_TYPES], SweepOverride] = Field(default_factory=dict)  # type: ignore[valid-type]
@@ -77,6 +79,12 @@ class BenchmarkEntry(Strict):
     @property
     def label(self) -> str:
         return self.name or self.kind
+
+    def select(self, mixers: list["ResolvedMixer"]) -> list["ResolvedMixer"]:
+        """The suite's mixers that this benchmark runs (its `mixers:` globs, in the suite's order)."""
+        if self.mixers is None:
+            return mixers
+        return [m for m in mixers if any(fnmatch.fnmatchcase(m.label, g) for g in self.mixers)]
 
     def sweep_for(self, device_type: str) -> Sweep:
         override = self.profiles.get(device_type)
@@ -285,7 +293,16 @@ def check_against_registries(suite: Suite, path: Path, root: yaml.Node | None) -
         index = err.args[1] if len(err.args) > 1 else None
         loc = ("mixers", index) if index is not None else ("mixers",)
         problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {err.args[0]}")
+    try:
+        resolved = resolve_mixers(suite)
+    except ValueError:
+        resolved = []
     for i, bench in enumerate(suite.benchmarks):
+        for j, pattern in enumerate(bench.mixers or []):
+            if resolved and not any(fnmatch.fnmatchcase(m.label, pattern) for m in resolved):
+                loc = ("benchmarks", i, "mixers", j)
+                problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {pattern!r} matches none of the "
+                                f"suite's mixers ({', '.join(m.label for m in resolved)})")
         loc = ("benchmarks", i, "kind")
         if bench.kind not in BENCHMARKS:
             from architectures.registry import UnknownNameError

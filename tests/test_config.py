@@ -112,3 +112,16 @@ def test_cli_reports_without_traceback(tmp_path, command):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"{path}:7: benchmarks[0].sweep.seq_len[1]" in proc.stderr
+
+
+def test_benchmark_mixer_filter(tmp_path):
+    from harness.runner import plan
+    import torch
+
+    text = GOOD + "  - kind: scaling\n    name: only_flash\n    mixers: [fla*]\n    sweep: {seq_len: [32]}\n"
+    suite, _ = load_suite(write(tmp_path, text))
+    cells = [c for c in plan(suite, torch.device("cpu")) if c.benchmark == "only_flash"]
+    assert [c.mixer for c in cells] == ["flash"]
+    probs, path = problems(tmp_path, text.replace("[fla*]", "[mamba]"))
+    assert probs == [f"{path}:10: benchmarks[1].mixers[0]: 'mamba' matches none of the suite's mixers "
+                     "(standard, flash)"]

@@ -82,7 +82,7 @@ class Benchmark:
     def cells(self, mixers: list[ResolvedMixer]) -> Iterator[Cell]:
         """Default grid: mixers x modes x batch x d_model x n_heads x dtype x seq_len (seq_len innermost, ascending)."""
         sweep = self.entry.sweep_for(self.device.type)
-        for m in mixers:
+        for m in self.entry.select(mixers):
             for mode, b, d, h, dt in itertools.product(self.entry.modes, sweep.batch, sweep.d_model, sweep.n_heads,
                                                        sweep.dtype):
                 for n in sorted(sweep.seq_len):
