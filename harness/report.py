@@ -49,6 +49,39 @@ def _scaling_benchmarks(suite: dict) -> dict[str, dict]:
     return out
 
 
+def _op_speed_benchmarks(suite: dict) -> dict[str, str]:
+    """op_speed benchmark label -> its reference implementation."""
+    return {(e.get("name") or e["kind"]): e.get("params", {}).get("reference_impl", "chunk")
+            for e in suite.get("suite", {}).get("benchmarks", []) if e["kind"] == "op_speed"}
+
+
+def _op_speed_section(df: pd.DataFrame, bench: str, reference: str) -> list[str]:
+    """Per op: each implementation's median forward time, and how many times slower it is than the reference."""
+    lines = [f"## Benchmark `{bench}` (op_speed)", "",
+             f"Forward time of each implementation of a mixer's operator on the same inputs, in one process. "
+             f"`x {reference}` = time / time of our `{reference}` form at the same length (> 1: slower than ours).",
+             ""]
+    sub = df[(df["benchmark"] == bench)] if not df.empty else df
+    times = ok_metric(sub, "time_s")
+    if times.empty:
+        return lines + ["_(no measurements)_", ""]
+    for op, g in times.groupby("mixer", sort=True):
+        ref = g[g["impl"] == reference].set_index("seq_len")["value"]
+        rows = []
+        for (impl, n), r in g.groupby(["impl", "seq_len"], sort=True):
+            value = float(r["value"].iloc[0])
+            rows.append({"impl": impl, "source": r["source"].iloc[0] if "source" in r else "", "seq_len": int(n),
+                         "time_ms": value * 1e3, "iqr_ms": float(r["iqr_s"].iloc[0]) * 1e3 if "iqr_s" in r else None,
+                         f"x {reference}": value / ref[n] if n in ref.index else None})
+        table = pd.DataFrame(rows).sort_values(["seq_len", "time_ms"])
+        lines += [f"### `{op}`", "", _md(table, floatfmt=".4g"), ""]
+    failed = sub[sub["status"] != "ok"]
+    if not failed.empty:
+        lines += ["Implementations that did not run:", "",
+                  _md(failed[["mixer", "impl", "seq_len", "status", "error"]]), ""]
+    return lines
+
+
 def _pivot(df: pd.DataFrame, metric: str, mode: str, bench: str) -> pd.DataFrame:
     """mixers x seq_len table of one metric; failed cells show their status."""
     scale, _ = UNITS.get(metric, (1, ""))
@@ -191,6 +224,8 @@ def write_report(out: str | Path) -> Path:
             path = out / "plots" / f"{bench}-{tag}.png"
             if _plot(df, fits, metric, modes, bench, path, f"{bench}: {metric} vs n"):
                 lines += [f"![{bench} {tag}](plots/{path.name})", ""]
+    for bench, reference in _op_speed_benchmarks(suite).items():
+        lines += _op_speed_section(df, bench, reference)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
         fits.to_csv(out / "fits.csv", index=False)

@@ -95,3 +95,42 @@ def naive_bidirectional_linear_attention(q: torch.Tensor, k: torch.Tensor, v: to
         w = torch.einsum("bhk,bshk->bsh", q[:, t], k)  # (B, S, H): phi(q_t) . phi(k_s)
         out[:, t] = torch.einsum("bsh,bshv->bhv", w, v) / (w.sum(1)[..., None] + eps)
     return out
+
+
+# ---- catalogue entries for the op_speed benchmark ----------------------------------------------------------------
+from .catalog import register_op, register_op_impl  # noqa: E402
+
+
+@register_op("linear")
+def make_linear_inputs(B: int, T: int, H: int, D: int, dtype: torch.dtype, device: torch.device,
+                       generator: torch.Generator) -> dict:
+    """Positive features (elu + 1 of Gaussians) for q, k; Gaussian v; all (B, T, H, D)."""
+    def randn():
+        return torch.randn(B, T, H, D, generator=generator, dtype=torch.float32).to(device, dtype)
+    return {"q": torch.nn.functional.elu(randn()) + 1, "k": torch.nn.functional.elu(randn()) + 1, "v": randn()}
+
+
+@register_op_impl("linear", "chunk", source="ours")
+def _linear_chunk(inputs: dict) -> torch.Tensor:
+    return chunk_linear_attention(**inputs)[0]
+
+
+@register_op_impl("linear", "naive", source="ours")
+def _linear_naive(inputs: dict) -> torch.Tensor:
+    return naive_linear_attention(**inputs)[0]
+
+
+@register_op_impl("linear", "fla.naive_recurrent_linear_attn", source="fla", requires=("fla",),
+                  notes="fla's recurrent PyTorch reference, normalize=True, scale=1")
+def _linear_fla_recurrent(inputs: dict) -> torch.Tensor:
+    from fla.ops.linear_attn.naive import naive_recurrent_linear_attn
+
+    return naive_recurrent_linear_attn(inputs["q"], inputs["k"], inputs["v"], scale=1.0, normalize=True)[0]
+
+
+@register_op_impl("linear", "fla.naive_chunk_linear_attn", source="fla", requires=("fla",),
+                  notes="fla's chunked PyTorch reference (chunk 64; T must be a multiple of 64), normalize=True")
+def _linear_fla_chunk(inputs: dict) -> torch.Tensor:
+    from fla.ops.linear_attn.naive import naive_chunk_linear_attn
+
+    return naive_chunk_linear_attn(inputs["q"], inputs["k"], inputs["v"], scale=1.0, normalize=True)
