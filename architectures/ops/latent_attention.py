@@ -48,12 +48,14 @@ def naive_latent_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: tor
 
 def latent_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor, k_rope: torch.Tensor,
                      w_uk: torch.Tensor, w_uv: torch.Tensor, *, causal: bool, scale: float) -> torch.Tensor:
-    T, S = q_nope.shape[1], c_kv.shape[1]
+    B, T, H, _ = q_nope.shape
+    S = c_kv.shape[1]
     k_nope = torch.einsum("bsc,hdc->bhsd", c_kv, w_uk)  # (B, H, S, D_nope): the expanded per-head keys
+    k_rope = k_rope[:, None].expand(B, H, S, k_rope.shape[-1])  # the shared RoPE key, read by every head
+    k = torch.cat([k_nope, k_rope], dim=-1)  # (B, H, S, D_nope + D_rope)
     v = torch.einsum("bsc,hdc->bhsd", c_kv, w_uv)  # (B, H, S, D_v)
-    scores = q_nope.transpose(1, 2) @ k_nope.transpose(-2, -1)  # (B, H, T, S)
-    scores = scores + q_rope.transpose(1, 2) @ k_rope[:, None].transpose(-2, -1)  # shared RoPE key, all heads
-    scores = scores * scale
+    q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2) * scale  # (B, H, T, D_nope + D_rope)
+    scores = q @ k.transpose(-2, -1)  # (B, H, T, S): the n x n matrix of every head
     visible = _visible(T, S, causal, scores.device)
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
@@ -63,13 +65,17 @@ def latent_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Ten
 
 def absorbed_latent_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor, k_rope: torch.Tensor,
                               w_uk: torch.Tensor, w_uv: torch.Tensor, *, causal: bool, scale: float) -> torch.Tensor:
-    T, S = q_nope.shape[1], c_kv.shape[1]
-    q_latent = torch.einsum("bthd,hdc->bhtc", q_nope, w_uk)  # (B, H, T, d_c): W_UK absorbed into the query
-    scores = q_latent @ c_kv[:, None].transpose(-2, -1)  # (B, H, T, S): against the latent cache itself
-    scores = scores + q_rope.transpose(1, 2) @ k_rope[:, None].transpose(-2, -1)
-    scores = scores * scale
+    B, T, H, _ = q_nope.shape
+    S = c_kv.shape[1]
+    # W_UK absorbed into the query: (B, T, H, D_nope) -> (B, H*T, d_c). The heads are stacked along the query axis so
+    # that every head reads the one latent cache as it is (a broadcast over heads would copy it per head).
+    q_latent = torch.einsum("bthd,hdc->bhtc", q_nope, w_uk).reshape(B, H * T, -1)
+    q_r = q_rope.transpose(1, 2).reshape(B, H * T, -1)  # (B, H*T, D_rope)
+    scores = (q_latent @ c_kv.transpose(1, 2) + q_r @ k_rope.transpose(1, 2)) * scale  # (B, H*T, S)
+    scores = scores.view(B, H, T, S)
     visible = _visible(T, S, causal, scores.device)
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
-    o_latent = scores.softmax(dim=-1) @ c_kv[:, None]  # (B, H, T, d_c): attention-weighted latents
+    o_latent = scores.softmax(dim=-1).view(B, H * T, S) @ c_kv  # (B, H*T, d_c): attention-weighted latents
+    o_latent = o_latent.view(B, H, T, -1)
     return torch.einsum("bhtc,hdc->bthd", o_latent, w_uv)  # (B, T, H, D_v): W_UV applied after the sum

@@ -1,19 +1,22 @@
 """The Sparse Transformer's strided pattern (Child et al. 2019, arXiv:1904.10509, section 4.2, Figure 3b), causal.
 
-With stride l the paper factorises full attention into two heads' patterns:
+With stride l the paper factorises full attention into two patterns:
 
     A(1)_i = {j : i - l < j <= i}                    "local": the previous l positions, itself included
     A(2)_i = {j : j <= i and (i - j) mod l = 0}      "strided": every l-th position back from i
 
-and integrates them as separate heads of one multi-head layer (section 4.3, the third option: "n_h attention
-products ... computed in parallel, then concatenated"): the first H - H//2 heads use A(1), the last H//2 heads use A(2).
-Together the two heads connect every i to every j <= i in two steps. With l ~ sqrt(n) each head reads ~ sqrt(n) keys
-per query, so a layer costs O(n sqrt(n) d) time and O(n sqrt(n)) memory.
+(the definitions of the authors' code, openai/sparse_attention: ``local`` is the band of l positions, ``strided``
+the positions whose distance is a multiple of l). Of the paper's ways to integrate them (section 4.3) this is the
+"merged head", its equation (4): every head attends to the union A(1) u A(2) in one softmax. With l ~ sqrt(n) a query
+reads l + i/l ~ 2 sqrt(n) keys, so a layer costs O(n sqrt(n) d) time and O(n sqrt(n)) memory.
 
 ``naive_strided_sparse_attention`` is the oracle loop. ``strided_sparse_attention`` computes on gathered blocks, never
-an n x n matrix: the local heads block-locally (``ops.sliding_window``, blocks of l queries against 2l keys), the
-strided heads by reading the sequence as an (n/l, l) grid whose column r holds the positions = r (mod l), so that each
-column is a causal attention over n/l positions: scores (B, H, l, n/l, n/l), i.e. n^2 / l = n sqrt(n) entries.
+an n x n matrix. The sequence is read as an (n/l, l) grid, position b*l + r at row b, column r:
+- local: a query block (row b) against its own row (causal) and the previous row (the keys i - l < j < b*l):
+  (B, H, n/l, l, 2l) scores;
+- strided: column r holds the positions = r (mod l), so the strided keys of a query are the earlier rows of its own
+  column: (B, H, l, n/l, n/l) scores, i.e. n^2 / l = n sqrt(n) entries;
+and the three score blocks share one softmax per query.
 """
 from __future__ import annotations
 
@@ -22,62 +25,63 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .sliding_window import sliding_window_attention
-
 
 def default_stride(seq_len: int) -> int:
     """The paper's l ~ sqrt(n): ceil(sqrt(n)) (at least 1)."""
     return max(1, math.isqrt(max(seq_len, 1) - 1) + 1)
 
 
-def n_local_heads(n_heads: int) -> int:
-    """Heads [0, n_local) use the local pattern A(1), heads [n_local, H) the strided pattern A(2)."""
-    return n_heads - n_heads // 2
+def strided_positions(i: int, stride: int) -> list[int]:
+    """A(1) u A(2) of query i, oldest first: i - k*stride for k >= 1 (strided), then i - stride + 1 .. i (local)."""
+    local_start = max(0, i - stride + 1)
+    return list(range(i % stride, i - stride + 1, stride)) + list(range(local_start, i + 1))
 
 
 def naive_strided_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stride: int) -> torch.Tensor:
-    """q, k, v: (B, T, H, D) -> (B, T, H, D) in fp32; a loop over queries and heads, the visible sets as in the paper."""
+    """q, k, v: (B, T, H, D) -> (B, T, H, D) in fp32; a loop over queries with the visible set as in the paper."""
     q, k, v = q.float(), k.float(), v.float()
     B, T, H, D = q.shape
-    n_local = n_local_heads(H)
     out = torch.zeros(B, T, H, v.shape[-1])
     for i in range(T):
-        for h in range(H):
-            if h < n_local:
-                visible = [j for j in range(T) if i - stride < j <= i]  # A(1)
-            else:
-                visible = [j for j in range(T) if j <= i and (i - j) % stride == 0]  # A(2)
-            idx = torch.tensor(visible, dtype=torch.long)
-            scores = torch.einsum("bd,bsd->bs", q[:, i, h], k[:, idx, h]) / math.sqrt(D)
-            out[:, i, h] = torch.einsum("bs,bsd->bd", scores.softmax(dim=-1), v[:, idx, h])
+        visible = [j for j in range(T) if j <= i and (i - j < stride or (i - j) % stride == 0)]  # A(1) u A(2)
+        idx = torch.tensor(visible, dtype=torch.long)
+        scores = torch.einsum("bhd,bshd->bhs", q[:, i], k[:, idx]) / math.sqrt(D)  # (B, H, |visible|)
+        out[:, i] = torch.einsum("bhs,bshd->bhd", scores.softmax(dim=-1), v[:, idx])
     return out
-
-
-def strided_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stride: int) -> torch.Tensor:
-    """Causal attention of position i to the positions i, i - l, i - 2l, ... only. q, k, v: (B, T, H, D)."""
-    B, T, H, D = q.shape
-    l = stride
-    n_blocks = -(-T // l)
-    pad = n_blocks * l - T
-    # Pad T to whole rows of l. A padded key (position >= T) is only visible to a later position of its column, i.e.
-    # to padded queries, which are cut off at the end: no mask needed for padding.
-    q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
-    # Position b*l + r sits at row b, column r; column r gathers the positions = r (mod l).
-    q = q.view(B, n_blocks, l, H, D).permute(0, 3, 2, 1, 4)  # (B, H, l, nb, D): per column, its nb positions
-    k = k.view(B, n_blocks, l, H, D).permute(0, 3, 2, 1, 4)
-    v = v.view(B, n_blocks, l, H, D).permute(0, 3, 2, 1, 4)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, H, l, nb, nb): within a column, row b' vs row b
-    future = torch.ones(n_blocks, n_blocks, dtype=torch.bool, device=q.device).triu(1)  # b' > b
-    scores = scores.masked_fill(future, float("-inf"))
-    out = scores.softmax(dim=-1) @ v  # (B, H, l, nb, D)
-    out = out.permute(0, 3, 2, 1, 4).reshape(B, n_blocks * l, H, D)  # (B, nb*l, H, D), back to positions
-    return out[:, :T]
 
 
 def strided_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, stride: int) -> torch.Tensor:
     """The fast form of ``naive_strided_sparse_attention``. q, k, v: (B, T, H, D) -> (B, T, H, D)."""
-    n_local = n_local_heads(q.shape[2])
-    local = sliding_window_attention(q[:, :, :n_local], k[:, :, :n_local], v[:, :, :n_local], stride)
-    strided = strided_attention(q[:, :, n_local:], k[:, :, n_local:], v[:, :, n_local:], stride)
-    return torch.cat([local, strided], dim=2)  # (B, T, H, D)
+    B, T, H, D = q.shape
+    l = stride
+    nb = -(-T // l)
+    pad = nb * l - T
+    dev = q.device
 
+    def grid(t: torch.Tensor) -> torch.Tensor:
+        # Padding: a padded key (position >= T) is visible only to later positions, i.e. to padded queries, which
+        # are cut off at the end, so it needs no mask.
+        t = F.pad(t, (0, 0, 0, 0, 0, pad)) if pad else t
+        return t.view(B, nb, l, H, D).permute(0, 3, 1, 2, 4).contiguous()  # (B, H, nb, l, D): row b, column r
+
+    qg, kg, vg = grid(q), grid(k), grid(v)
+    kt = kg.transpose(-2, -1)  # (B, H, nb, D, l)
+    own = qg @ kt  # (B, H, nb, l, l): row b against itself
+    prev = F.pad(qg[:, :, 1:] @ kt[:, :, :-1], (0, 0, 0, 0, 1, 0))  # (B, H, nb, l, l): against row b-1 (none for 0)
+    # Column r: rows b' against rows b. (B, H, l, nb, nb) -> (B, H, nb, l, nb): query (b, r), key row b'.
+    strided = (qg.transpose(2, 3) @ kg.transpose(2, 3).transpose(-2, -1)).transpose(2, 3)
+
+    r = torch.arange(l, device=dev)
+    b = torch.arange(nb, device=dev)
+    ok_prev = (r[None, :] > r[:, None]).expand(nb, l, l) & (b > 0)[:, None, None]  # (b-1)*l + j > i - l
+    ok_own = (r[None, :] <= r[:, None]).expand(nb, l, l)  # causal within the row
+    ok_strided = (b[None, :] < b[:, None])[:, None, :].expand(nb, l, nb)  # i - k*l, k >= 1 (k = 0 is in `own`)
+    ok = torch.cat([ok_prev, ok_own, ok_strided], dim=-1)  # (nb, l, 2l + nb)
+    scores = torch.cat([prev, own, strided], dim=-1) * (1.0 / math.sqrt(D))  # (B, H, nb, l, 2l + nb)
+    w_prev, w_own, w_strided = scores.masked_fill(~ok, float("-inf")).softmax(dim=-1).split([l, l, nb], dim=-1)
+
+    out = w_own @ vg  # (B, H, nb, l, D)
+    out = out + (w_strided.transpose(2, 3) @ vg.transpose(2, 3)).transpose(2, 3)  # per column: (B, H, l, nb, D)
+    out[:, :, 1:] += w_prev[:, :, 1:] @ vg[:, :, :-1]
+    out = out.permute(0, 2, 3, 1, 4).reshape(B, nb * l, H, D)  # (B, nb*l, H, D), back to positions
+    return out[:, :T]
