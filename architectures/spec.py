@@ -23,6 +23,21 @@ class Paper:
 
 
 @dataclass(frozen=True)
+class ReferenceConfig:
+    """A published model's sizes for a mixer, to evaluate its size formulas (``state_bytes``) at real scale.
+    ``head_dim`` is the head size of the multi-head attention it is compared with (n_heads heads of head_dim)."""
+    source: str
+    d_model: int
+    n_heads: int
+    head_dim: int
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "d_model": self.d_model, "n_heads": self.n_heads, "head_dim": self.head_dim,
+                "hparams": dict(self.hparams)}
+
+
+@dataclass(frozen=True)
 class MixerSpec:
     family: str  # e.g. "softmax attention", "sparse attention", "linear attention", "state space"
     paper: Paper
@@ -42,6 +57,7 @@ class MixerSpec:
     # windows, several chunks, shared KV heads. Tests and the smoke suite use them; benchmarks use the defaults.
     test_hparams: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
+    published_configs: Mapping[str, ReferenceConfig] = field(default_factory=dict)  # name -> published sizes
 
     def __post_init__(self) -> None:
         unknown = set(self.modes) - set(MODES)
@@ -55,6 +71,7 @@ class MixerSpec:
             raise ValueError(f"test_hparams {sorted(unknown)} are not hyperparameters ({sorted(self.default_hparams)})")
         object.__setattr__(self, "default_hparams", MappingProxyType(dict(self.default_hparams)))
         object.__setattr__(self, "test_hparams", MappingProxyType(dict(self.test_hparams)))
+        object.__setattr__(self, "published_configs", MappingProxyType(dict(self.published_configs)))
 
     @property
     def default_impl(self) -> str:
@@ -77,4 +94,5 @@ class MixerSpec:
             "impls": list(self.impls),
             "default_hparams": dict(self.default_hparams),
             "notes": self.notes,
+            "published_configs": {name: c.as_dict() for name, c in self.published_configs.items()},
         }

@@ -160,3 +160,46 @@ def state_ratios(df: pd.DataFrame, reference: str = "standard") -> pd.DataFrame:
     merged = st.merge(ref, on=keys, how="left")
     merged["ratio_to_" + reference] = merged["value"] / merged["reference_bytes"]
     return merged[["benchmark", "mixer", "impl"] + keys[1:] + ["value", "reference_bytes", "ratio_to_" + reference]]
+
+
+def kv_cache_per_token(df: pd.DataFrame, specs: dict) -> pd.DataFrame:
+    """Decode cache per token of the mixers whose cache grows with the context (state exponent 1): at each decode
+    size of the run and at the published configurations of their specs, against ``standard``'s KV cache at the same
+    number of heads and head size. Figures come from ``state_bytes`` of mixers built on the meta device (no memory),
+    at the run's longest decode length n: per token = state_bytes(n) / n."""
+    import torch
+
+    import architectures
+
+    st = ok_metric(df, "state_bytes")
+    st = st[st["mode"] == "decode"] if not st.empty else st
+    out = []
+
+    def row(mixer: str, name: str, config: str, d_model: int, n_heads: int, head_dim: int, hparams: dict,
+            dtype: str, n: int) -> dict:
+        dt = getattr(torch, dtype)
+        out = {"mixer": mixer, "config": config, "n_heads": n_heads, "head_dim": head_dim, "dtype": dtype}
+        try:
+            with torch.device("meta"):
+                m = architectures.create_mixer(name, d_model, n_heads, **hparams)
+                std = architectures.create_mixer("standard", n_heads * head_dim, n_heads)
+            per_token = m.state_bytes(1, n, dt) / n
+            std_per_token = std.state_bytes(1, n, dt) / n
+        except Exception as err:  # a mixer that cannot be built without data: say so in the table
+            return {**out, "note": f"not evaluated: {type(err).__name__}: {err}"}
+        return {**out, "elements_per_token": per_token / dt.itemsize, "bytes_per_token": per_token,
+                "standard_elements_per_token": std_per_token / dt.itemsize,
+                "compression_vs_standard": std_per_token / per_token}
+
+    for (mixer, name, d_model, n_heads, dtype), g in st.groupby(["mixer", "mixer_name", "d_model", "n_heads", "dtype"]):
+        spec = specs.get(name, {})
+        if spec.get("state_exponent") != 1 or name not in architectures.list_mixers():
+            continue
+        n = int(g["seq_len"].max())
+        hparams = dict(g["hparams"].iloc[0] or {}) if "hparams" in g else {}
+        out.append(row(mixer, name, f"run: d_model={d_model}, n={n}", int(d_model), int(n_heads),
+                       int(d_model) // int(n_heads), hparams, dtype, n))
+        for label, c in spec.get("published_configs", {}).items():
+            out.append(row(mixer, name, f"{label}: d_model={c['d_model']}", c["d_model"], c["n_heads"],
+                           c["head_dim"], c["hparams"], dtype, n))
+    return pd.DataFrame(out).drop_duplicates(subset=["mixer", "config", "dtype"]) if out else pd.DataFrame()

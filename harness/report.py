@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
 
-from .analysis import crossovers, ok_metric, scaling_fits, state_ratios  # noqa: E402
+from .analysis import crossovers, kv_cache_per_token, ok_metric, scaling_fits, state_ratios  # noqa: E402
 from .results import load_results  # noqa: E402
 
 UNITS = {  # metric -> (scale, label)
@@ -208,6 +208,14 @@ def write_report(out: str | Path) -> Path:
                       "Bytes of the state a mixer carries after n tokens (measured from the returned state, equal "
                       "to its analytic `state_bytes`), and the ratio to `standard`'s KV cache.", "",
                       _md(r.rename(columns={"value": "state_bytes"}), floatfmt=".4g"), ""]
+        kv = kv_cache_per_token(df[df["benchmark"] == bench], specs) if not df.empty else pd.DataFrame()
+        if not kv.empty:
+            lines += ["### KV cache per token", "",
+                      "Decode cache per token (state_bytes(n) / n at the longest decode n) of the mixers whose cache "
+                      "grows with the context, at this run's size and at the published configurations in their specs "
+                      "(computed from `state_bytes` on the meta device), against `standard` with the same number of "
+                      "heads and head size.", "",
+                      _md(kv, floatfmt=".6g"), ""]
         for metric, title in [("time_s", "Median time (ms)"), ("peak_tensor_bytes", "Peak live tensor memory (MiB)"),
                               ("cuda_peak_bytes", "CUDA allocator peak (MiB)"), ("flops", "FLOPs (GFLOP)"),
                               ("peak_fraction", "Achieved FLOP/s (% of measured matmul peak)"),
