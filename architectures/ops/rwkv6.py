@@ -100,10 +100,10 @@ def chunk_rwkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tens
     chunk_decay = torch.exp(W_end).transpose(-2, -1)  # (B, n, H, K, 1)
     r_inter = r * torch.exp(W_before)  # (B, n, H, L, K)
     S = r.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(f)
-    o_inter = []
-    for c in range(n):
-        o_inter.append(r_inter[:, c] @ S)  # (B, H, L, V)
-        S = torch.addcmul(chunk_states[:, c], chunk_decay[:, c], S)
+    o_inter = []  # unbind, not indexing, in the loop: its backward is one stack, not n full-size zero gradients
+    for r_c, states_c, decay_c in zip(r_inter.unbind(1), chunk_states.unbind(1), chunk_decay.unbind(1)):
+        o_inter.append(r_c @ S)  # (B, H, L, V)
+        S = torch.addcmul(states_c, decay_c, S)
     o = o + torch.stack(o_inter, dim=1)
     o = o.transpose(2, 3).reshape(B, n * L, H, V)[:, :T]  # (B, n, H, L, V) -> (B, T, H, V)
     return o.to(out_dtype), S

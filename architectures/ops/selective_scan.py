@@ -80,33 +80,36 @@ def chunk_selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: 
     if pad:  # dt = 0 on padding: A_bar = 1 and no input, so the state passes through unchanged
         dt, u = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (dt, u))
         B, C = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (B, C))
+    # Per-position and per-chunk slices are taken with unbind, whose backward is one stack: indexing inside the loops
+    # would make autograd materialise a full-size zero gradient for every slice (quadratic in T).
     dt_c = dt.view(batch, n, L, d)  # (batch, n, L, d)
-    u_c = u.view(batch, n, L, d)
-    B_c = B.view(batch, n, L, N)  # (batch, n, L, N)
-    C_c = C.view(batch, n, L, N)
+    dt_j = dt_c.unbind(2)  # L x (batch, n, d)
+    u_j = u.view(batch, n, L, d).unbind(2)
+    B_j = B.view(batch, n, L, N).unbind(2)  # L x (batch, n, N)
+    C_j = C.view(batch, n, L, N).unbind(2)
 
     def inputs(j: int) -> torch.Tensor:  # u_j B_j at position j of every chunk: (batch, n, d, N)
-        return u_c[:, :, j, :, None] * B_c[:, :, j, None, :]
+        return u_j[j][..., None] * B_j[j][:, :, None, :]
 
     # 1. Each chunk's final state from a zero state, all chunks at once; keep the decays exp(dt_j A).
     h = x.new_zeros(batch, n, d, N)
     decays = []
     for j in range(L):
-        decays.append(torch.exp(dt_c[:, :, j, :, None] * A))  # (batch, n, d, N)
+        decays.append(torch.exp(dt_j[j][..., None] * A))  # (batch, n, d, N)
         h = torch.addcmul(inputs(j), decays[j], h)
     # 2. The state entering each chunk: a short loop over the chunks.
     chunk_decay = torch.exp(dt_c.sum(2)[..., None] * A)  # (batch, n, d, N): prod_j A_bar_j = exp(A sum_j dt_j)
     state = x.new_zeros(batch, d, N) if initial_state is None else initial_state.to(f)
     entering = []
-    for k in range(n):
+    for h_k, decay_k in zip(h.unbind(1), chunk_decay.unbind(1)):
         entering.append(state)
-        state = torch.addcmul(h[:, k], chunk_decay[:, k], state)
+        state = torch.addcmul(h_k, decay_k, state)
     # 3. Sweep again from the entering states and read out y_t = h_t C_t.
     h = torch.stack(entering, dim=1)  # (batch, n, d, N)
     ys = []
     for j in range(L):
         h = torch.addcmul(inputs(j), decays[j], h)
-        ys.append((h * C_c[:, :, j, None, :]).sum(-1))  # (batch, n, d)
+        ys.append((h * C_j[j][:, :, None, :]).sum(-1))  # (batch, n, d)
     y = torch.stack(ys, dim=2).reshape(batch, n * L, d)[:, :T]  # (batch, n, L, d) -> (batch, T, d)
     if D is not None:
         y = y + x * D.to(f)

@@ -134,10 +134,10 @@ def chunk_ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tenso
         state = x.new_zeros(batch, G, N, Hg, P)
     else:  # (batch, H, P, N) -> (batch, G, N, Hg, P)
         state = initial_state.to(f).view(batch, G, Hg, P, N).permute(0, 1, 4, 2, 3)
-    entering = []
-    for k in range(n):
+    entering = []  # unbind, not indexing, in the loop: its backward is one stack, not n full-size zero gradients
+    for states_k, decay_k in zip(chunk_states.unbind(2), chunk_decay.unbind(2)):
         entering.append(state)
-        state = torch.addcmul(chunk_states[:, :, k], chunk_decay[:, :, k], state)
+        state = torch.addcmul(states_k, decay_k, state)
     entering = torch.stack(entering, dim=2).view(batch, G, n, N, Hg * P)
     # 4. Off-diagonal blocks: the entering state read out by C_t, decayed from the chunk start to position t.
     y = (C @ entering).view(batch, G, n, L, Hg, P) * per_position(torch.exp(a_cum))  # (batch, G, n, L, Hg, P)
