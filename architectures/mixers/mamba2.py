@@ -41,8 +41,8 @@ from .mamba import inverse_softplus
     impls=("torch",),
     default_hparams={"d_state": 64, "d_conv": 4, "expand": 2, "n_groups": 1, "chunk_size": 32},
     test_hparams={"d_state": 16, "expand": 1, "chunk_size": 16},
-    notes="chunk_size 32 was the fastest on a 2-core CPU at T=4096 (GPU kernels use 256). The guide's Master "
-          "Comparison Table does not list Mamba-2.",
+    notes="chunk_size 32 was the fastest of 8..128 in single-thread CPU timings at T=4096 (GPU kernels use 256). "
+          "The guide's Master Comparison Table does not list Mamba-2.",
 ))
 class Mamba2(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,

@@ -21,7 +21,8 @@ arXiv:2312.06635). With W_t = w_1 + ... + w_t the cumulative log decay inside a 
     vector operation over all chunks; going from offset m to m + 1 multiplies r_t * (decay from s to t) by one more
     factor exp(w) <= 1. Every exponent is <= 0 and strong decays underflow to their correct limit, 0.
 Cost per head: O(T L K / 2) elementwise for the intra-chunk scores, O(T L V + T K V) in matrix products, T/L
-sequential steps on (K x V) states; memory O(T L + T K) (chunk states are read out inside the loop, not stored).
+sequential steps on (K x V) states; memory O(T (L + K + V) + (T/L) K V) (each chunk's contribution to the state is
+kept; the entering states are read out inside the loop, not stored).
 """
 from __future__ import annotations
 
