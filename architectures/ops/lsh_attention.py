@@ -147,25 +147,24 @@ def lsh_attention(qk: torch.Tensor, v: torch.Tensor, buckets: torch.Tensor, *, c
     v_w = _windows(sv, C, 2, after, 0.0)
     kpos = _windows(spos[..., None], C, 2, after, -1)[..., 0]  # (B, H, R, n, W)
     kcodes = _windows(scodes, C, 2, after, -10)  # (B, H, R, n, W, R')
-    # ---- masks: this round's window, causality, validity; the duplicate count over rounds ----------------------
+    # ---- masks: each round's window, causality, validity; N_ij, the number of rounds whose window holds j ------
     valid = kpos[..., None, :] >= 0  # (B, H, R, n, 1, W)
     if causal:
-        valid = valid & (kpos[..., None, :] <= qpos[..., :, None])
-    rounds = torch.arange(R, device=dev).view(1, 1, R, 1, 1, 1)
-    this_q = qcodes.gather(-1, rounds.expand(B, H, R, n, C, 1))  # (B, H, R, n, C, 1): the round's own code
-    this_k = kcodes.gather(-1, rounds.expand(B, H, R, n, k_w.shape[4], 1)).squeeze(-1)  # (B, H, R, n, W)
-    diff = this_q - this_k[..., None, :]  # (B, H, R, n, C, W)
-    visible = valid & (diff >= 0) & (diff <= 1)
-    dup = torch.zeros(visible.shape, dtype=qk.dtype, device=dev)
-    for r2 in range(R):  # N_ij: in how many rounds j is in i's window
-        d2 = qcodes[..., r2, None] - kcodes[..., None, :, r2]  # (B, H, R, n, C, W)
-        dup = dup + ((d2 >= 0) & (d2 <= 1)).to(qk.dtype)
+        valid = valid & (kpos[..., None, :] <= qpos[..., :, None])  # (B, H, R, n, C, W)
+    visible = torch.zeros(B, H, R, n, C, k_w.shape[4], dtype=torch.bool, device=dev)
+    dup = torch.zeros(visible.shape, dtype=torch.uint8, device=dev)
+    for r2 in range(R):
+        d2 = qcodes[..., r2, None] - kcodes[..., None, :, r2]  # (B, H, R, n, C, W): codes of round r2
+        hit = (d2 >= 0) & (d2 <= 1)  # j in i's window of round r2
+        dup += hit
+        visible[:, :, r2] = hit[:, :, r2]  # the slots of round r2 use its own window
+    visible &= valid
     scores = q_c @ k_w.transpose(-2, -1)  # (B, H, R, n, C, W)
-    scores = scores - torch.log(dup.clamp(min=1.0))
+    scores = scores - torch.log(dup.clamp_(min=1).to(scores.dtype))  # a key seen in N rounds counts once
     scores = scores.masked_fill(~visible, float("-inf"))
     scores = scores.masked_fill((qpos < 0)[..., None], 0.0)  # padding queries: finite rows, cut off below
     is_self = kpos[..., None, :] == qpos[..., :, None]
-    scores = torch.where(is_self & visible, torch.full_like(scores, SELF_SCORE), scores)
+    scores = scores.masked_fill(is_self & visible, SELF_SCORE)
     lse = torch.logsumexp(scores, dim=-1)  # (B, H, R, n, C); finite: a query always sees at least itself
     probs = torch.exp(scores - lse[..., None])
     o = probs @ v_w  # (B, H, R, n, C, Dv)
