@@ -115,7 +115,7 @@ def lsh_attention(qk: torch.Tensor, v: torch.Tensor, buckets: torch.Tensor, *, c
     # ---- sort by (bucket, position): the O(n log n) step; then each token's chunk within its bucket -------------
     order = torch.argsort(buckets * T + pos, dim=-1)  # (B, H, R, T): positions in sorted order
     sorted_buckets = buckets.gather(-1, order)
-    slot = torch.arange(T, device=dev)
+    slot = pos  # sorted slots are numbered like positions
     first = torch.ones_like(sorted_buckets, dtype=torch.bool)
     first[..., 1:] = sorted_buckets[..., 1:] != sorted_buckets[..., :-1]  # a bucket starts at this slot
     start = torch.where(first, slot, 0).cummax(dim=-1).values  # first slot of each slot's bucket
