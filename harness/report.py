@@ -225,7 +225,9 @@ def _perplexity_section(df: pd.DataFrame, out: Path, bench: str, params: dict) -
         return lines + ["_(no perplexity results)_", ""]
     corpus = sub["corpus"].dropna().unique() if "corpus" in sub else []
     if len(corpus):
-        lines += [f"Corpus: {', '.join(map(str, corpus))}.", ""]
+        fraction = params.get("corpus", {}).get("val_fraction", 0.1)
+        lines += [f"Corpus: {', '.join(map(str, corpus))}; validation split: its last {fraction:.0%} of bytes "
+                  "(contiguous, never trained on).", ""]
     table = q[["mode", "seq_len", "mixer", "impl", "val_bpb", "val_ppl", "quality", "lr", "train_tokens",
                "tokens_per_s"]].rename(columns={"mode": "objective", "seq_len": "context", "quality": "quality %",
                                                 "tokens_per_s": "train tok/s"})
