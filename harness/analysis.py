@@ -203,3 +203,44 @@ def kv_cache_per_token(df: pd.DataFrame, specs: dict) -> pd.DataFrame:
             out.append(row(mixer, name, f"{label}: d_model={c['d_model']}", c["d_model"], c["n_heads"],
                            c["head_dim"], c["hparams"], dtype, n))
     return pd.DataFrame(out).drop_duplicates(subset=["mixer", "config", "dtype"]) if out else pd.DataFrame()
+
+
+# ---- perplexity -----------------------------------------------------------------------------------------------------
+
+QUALITY_KEYS = ["benchmark", "mode", "seq_len", "batch", "d_model", "n_heads", "dtype", "seed"]
+PERPLEXITY_METRICS = ["val_bpb", "val_ppl", "val_loss", "tokens_per_s", "train_tokens", "lr"]
+
+
+def perplexity_best(df: pd.DataFrame, kind: str = "perplexity") -> pd.DataFrame:
+    """One row per perplexity cell: the metrics of its best learning rate (rows marked ``best``), side by side."""
+    if df.empty or "kind" not in df or "best" not in df:
+        return pd.DataFrame()
+    d = df[(df["kind"] == kind) & (df["status"] == "ok") & (df["best"] == True)]  # noqa: E712 (object column)
+    d = d[d["metric"].isin(PERPLEXITY_METRICS)]
+    if d.empty:
+        return pd.DataFrame()
+    wide = d.pivot_table(index=QUALITY_KEYS + ["mixer", "mixer_name", "impl"], columns="metric", values="value",
+                         aggfunc="last").reset_index()
+    wide.columns.name = None
+    return wide
+
+
+def quality_table(df: pd.DataFrame, baseline: str = "standard", kind: str = "perplexity") -> pd.DataFrame:
+    """Quality % of each mixer against ``baseline`` under the same budget, per objective (``mode``) and cell shape:
+
+        quality = 100 x ppl(baseline) / ppl(mixer) = 100 x 2 ** (bpb(baseline) - bpb(mixer))
+
+    with ppl the per-byte validation perplexity of the best learning rate. 100 = as good as the baseline, above 100
+    better. A cell whose group has no baseline row gets no quality (NaN)."""
+    best = perplexity_best(df, kind)
+    if best.empty or "val_bpb" not in best:
+        return pd.DataFrame()
+    ref = best[best["mixer"] == baseline][QUALITY_KEYS + ["val_bpb"]].rename(columns={"val_bpb": "baseline_bpb"})
+    merged = best.merge(ref, on=QUALITY_KEYS, how="left")
+    merged["baseline"] = baseline
+    merged["baseline_ppl"] = 2.0 ** merged["baseline_bpb"]
+    merged["quality"] = 100.0 * 2.0 ** (merged["baseline_bpb"] - merged["val_bpb"])
+    cols = QUALITY_KEYS + ["mixer", "mixer_name", "impl", "val_bpb", "val_ppl", "val_loss", "baseline", "baseline_ppl",
+                           "quality", "lr", "train_tokens", "tokens_per_s"]
+    return merged[[c for c in cols if c in merged]].sort_values(["benchmark", "mode", "seq_len", "quality"],
+                                                                ascending=[True, True, True, False])

@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {list,run,report,compare,baseline,validate}``."""
+"""Command line: ``python -m harness {list,run,report,compare,baseline,validate,lm-eval}``."""
 from __future__ import annotations
 
 import argparse
@@ -148,6 +148,32 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_lm_eval(args) -> int:
+    try:
+        from .lm_eval_adapter import LOCAL_TASK, run_lm_eval
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import json
+
+    from lm_eval.utils import make_table
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    results = run_lm_eval(args.checkpoint, tasks, device=args.device, batch_size=args.batch_size, limit=args.limit,
+                          num_fewshot=args.num_fewshot, include_path=args.include_path)
+    print(make_table(results))
+    if args.output:
+        Path(args.output).write_text(json.dumps({"checkpoint": str(args.checkpoint), "results": results["results"],
+                                                 "configs": results.get("configs")}, indent=2, default=str))
+        print(f"results: {args.output}")
+    if LOCAL_TASK in (tasks or [LOCAL_TASK]):
+        import torch
+
+        meta = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        print(f"the harness's own val_bpb of this checkpoint: {meta.get('val_bpb'):.6f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness",
                                 description="Benchmark and compare attention methods (transformer-bench).")
@@ -190,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a suite file against the schema and the registries")
     s.add_argument("suite")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("lm-eval", help="run lm-evaluation-harness tasks on a checkpoint (needs the lmeval extra)")
+    s.add_argument("checkpoint", help="a checkpoint written by the perplexity benchmark (OUT/checkpoints/*.pt)")
+    s.add_argument("--tasks", help="comma-separated lm-eval tasks (default: transformer_bench_val, the checkpoint's "
+                   "own validation text, offline)")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--limit", type=float, help="examples per task (testing only); below 1: a fraction")
+    s.add_argument("--num-fewshot", type=int)
+    s.add_argument("--include-path", action="append", help="a directory of extra lm-eval task YAMLs (repeatable)")
+    s.add_argument("--output", help="write lm-eval's results as JSON here")
+    s.set_defaults(func=cmd_lm_eval)
     return p
 
 

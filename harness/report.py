@@ -18,7 +18,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
 
-from .analysis import crossovers, kv_cache_per_token, ok_metric, scaling_fits, state_ratios  # noqa: E402
+from .analysis import (crossovers, kv_cache_per_token, ok_metric, perplexity_best, quality_table,  # noqa: E402
+                       scaling_fits, state_ratios)
 from .results import load_results  # noqa: E402
 
 UNITS = {  # metric -> (scale, label)
@@ -234,7 +235,96 @@ def write_report(out: str | Path) -> Path:
                 lines += [f"![{bench} {tag}](plots/{path.name})", ""]
     for bench, reference in _op_speed_benchmarks(suite).items():
         lines += _op_speed_section(df, bench, reference)
+    for bench, params in _benchmarks_of_kind(suite, "perplexity").items():
+        lines += _perplexity_section(df, out, bench, params)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
         fits.to_csv(out / "fits.csv", index=False)
     return out / "report.md"
+
+
+# ---- perplexity -----------------------------------------------------------------------------------------------------
+
+def _benchmarks_of_kind(suite: dict, kind: str) -> dict[str, dict]:
+    return {e.get("name") or e["kind"]: e.get("params", {}) for e in suite.get("suite", {}).get("benchmarks", [])
+            if e["kind"] == kind}
+
+
+def _perplexity_section(df: pd.DataFrame, out: Path, bench: str, params: dict) -> list[str]:
+    baseline = params.get("baseline", "standard")
+    lines = [f"## Benchmark `{bench}` (perplexity)", "",
+             "Every mixer in the same byte-level DecoderLM (vocabulary 256), trained from the same seed on the same "
+             "batches for the same token budget (`train_tokens`) with the same optimiser and schedule; the best "
+             "learning rate of the sweep per mixer. Validation bits-per-byte (`val_bpb`) scores every byte of the "
+             "held-out split once (non-overlapping windows of the training context; `masked_lm`: the masked bytes "
+             "only), `val_ppl` = 2^bpb is the per-byte perplexity.", "",
+             f"**Quality** = 100 × ppl(`{baseline}`) / ppl(mixer) under the same budget and objective "
+             "(= 100 × 2^(bpb(baseline) − bpb(mixer))): 100 is as good as the baseline, above 100 better. "
+             f"`causal_lm` mixers are compared with causal `{baseline}`; bidirectional-only mixers are trained as "
+             f"masked-LM encoders (15% of bytes masked) and compared with a bidirectional `{baseline}` encoder "
+             "(`masked_lm`).", ""]
+    sub = df[df["benchmark"] == bench] if not df.empty else df
+    q = quality_table(sub, baseline)
+    if q.empty:
+        return lines + ["_(no perplexity results)_", ""]
+    corpus = sub["corpus"].dropna().unique() if "corpus" in sub else []
+    if len(corpus):
+        fraction = params.get("corpus", {}).get("val_fraction", 0.1)
+        lines += [f"Corpus: {', '.join(map(str, corpus))}; validation split: its last {fraction:.0%} of bytes "
+                  "(contiguous, never trained on).", ""]
+    table = q[["mode", "seq_len", "mixer", "impl", "val_bpb", "val_ppl", "quality", "lr", "train_tokens",
+               "tokens_per_s"]].rename(columns={"mode": "objective", "seq_len": "context", "quality": "quality %",
+                                                "tokens_per_s": "train tok/s"})
+    table["train_tokens"] = table["train_tokens"].astype("Int64")
+    lines += [_md(table, floatfmt=".4g"), ""]
+    sweep = sub[(sub["status"] == "ok") & (sub["metric"] == "val_bpb")]
+    if sweep["lr"].nunique() > 1:
+        sweep = sweep.assign(cell=[f"{'*' if b else ''}{v:.4f}" if v is not None and not pd.isna(v) else "diverged"
+                                   for v, b in zip(sweep["value"], sweep["best"])])
+        grid = sweep.pivot_table(index=["mode", "seq_len", "mixer"], columns="lr", values="cell",
+                                 aggfunc="last").reset_index()
+        grid.columns = [f"lr={c:g}" if isinstance(c, float) else str(c) for c in grid.columns]
+        lines += ["### Learning-rate sweep (val_bpb; * = best)", "",
+                  grid.to_markdown(index=False, disable_numparse=True) + "\n", ""]
+    failed = sub[sub["status"] != "ok"]
+    if not failed.empty:
+        lines += [f"Cells without a result: " + ", ".join(f"{m} ({s})" for m, s in
+                                                          zip(failed["mixer"], failed["status"])) + ".", ""]
+    path = out / "plots" / f"{bench}-curves.png"
+    if _plot_curves(sub, out, path, bench):
+        lines += [f"![{bench} loss curves](plots/{path.name})", ""]
+    return lines
+
+
+def _plot_curves(df: pd.DataFrame, out: Path, path: Path, bench: str) -> bool:
+    """Training loss (bits/byte) against training tokens, with the validation points, for each best run."""
+    best = df[(df["status"] == "ok") & (df["metric"] == "val_bpb") & (df["best"] == True)]  # noqa: E712
+    curves = []
+    for _, r in best.iterrows():
+        f = out / str(r.get("curve"))
+        if r.get("curve") and f.exists():
+            curves.append((r["mode"], r["mixer"], json.loads(f.read_text())))
+    if not curves:
+        return False
+    objectives = sorted({c[0] for c in curves})
+    fig, axes = plt.subplots(1, len(objectives), figsize=(6 * len(objectives), 4.2), squeeze=False)
+    palette = dict(zip(sorted({c[1] for c in curves}), sns.color_palette("tab10", len({c[1] for c in curves}))))
+    for ax, objective in zip(axes[0], objectives):
+        for _, mixer, c in (c for c in curves if c[0] == objective):
+            per_step = c["tokens_per_step"]
+            steps = np.array([e["step"] for e in c["train"]], dtype=float)
+            loss = np.array([e["train_loss"] for e in c["train"]], dtype=float) / np.log(2)
+            k = max(1, len(loss) // 50)  # moving average over ~2% of the run
+            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:] * per_step, smooth, color=palette[mixer], lw=1.2, label=mixer)
+            ev = [(e["step"] * per_step, e["val_bpb"]) for e in c["evals"] if e.get("val_bpb") is not None]
+            if ev:
+                ax.plot(*zip(*ev), "o", color=palette[mixer], ms=4)
+        ax.set(xlabel="training tokens", ylabel="bits per byte", title=objective)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{bench}: training loss (line, smoothed) and validation bpb (dots)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

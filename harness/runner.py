@@ -133,7 +133,8 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
                 if c.series not in failed_at or c.seq_len < failed_at[c.series][0]:
                     failed_at[c.series] = (c.seq_len, r["status"])
 
-    ctx = RunContext(device=device, timing=suite.timing, matmul_peak=env["matmul_peak_flops"], out=out)
+    ctx = RunContext(device=device, timing=suite.timing, matmul_peak=env["matmul_peak_flops"], out=out,
+                     suite_dir=Path(suite_path).resolve().parent if suite_path else None)
     benches = {e.label: BENCHMARKS.get(e.kind)(e, suite, device) for e in suite.benchmarks}
     summary = RunSummary(out=out, cells=len(cells), ran=0, reused=len([c for c in cells if c.cell_id in done]))
     todo = [c for c in cells if c.cell_id not in done]

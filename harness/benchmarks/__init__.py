@@ -67,6 +67,7 @@ class RunContext:
     timing: Any  # config.Timing
     matmul_peak: dict[str, float]  # dtype name -> measured FLOP/s on this device
     out: Path | None = None  # the run directory (benchmarks that save checkpoints or curves write under it)
+    suite_dir: Path | None = None  # the suite file's directory: relative paths in params are resolved against it
 
 
 class Benchmark:
