@@ -1,8 +1,10 @@
 """A generic decoder-only language model that takes any registered mixer by name.
 
-token embedding -> n_layers x [x + mixer(norm(x)); x + ffn(norm(x))] -> final norm -> tied output head.
-Positions are the mixer's business (the softmax mixers apply RoPE; recurrent mixers need none), so every mixer sees
-the same backbone. Decoding runs the mixers' ``step`` with one state per layer.
+token embedding (+ positions) -> n_layers x [x + mixer(norm(x)); x + ffn(norm(x))] -> final norm -> tied head.
+Positions are the mixer's business where the method has its own (RoPE, relative positions, decays, convolutions:
+``spec.positions == "own"``); for methods that know nothing but causality (kernel attention, LSH, routing,
+Linformer: ``"absolute"``) the backbone adds sinusoidal absolute positions, as those papers' models do. Decoding runs
+the mixers' ``step`` with one state per layer and the position counter.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mixer import State
-from .registry import create_mixer
+from .registry import create_mixer, get_mixer
 
 
 @dataclass
@@ -31,6 +33,7 @@ class LMConfig:
     ffn: str = "swiglu"  # "swiglu" (LLaMA) or "gelu" (GPT-2 MLP)
     ffn_mult: float = 4.0  # hidden width / d_model; SwiGLU uses 2/3 of it so both have ~ the same parameters
     causal: bool = True  # False builds an encoder (masked-LM), for bidirectional-only mixers
+    pos_emb: str = "auto"  # "auto" (from the mixer's spec.positions), "none" or "sinusoidal" (absolute, added)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +78,14 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Vaswani et al.'s PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...): (T,) -> (T, dim)."""
+    inv_freq = 10000.0 ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, dim/2)
+    pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # (T, dim/2, 2) -> (T, dim): interleaved
+    return pe[:, :dim]
+
+
 def make_ffn(kind: str, dim: int, mult: float) -> nn.Module:
     if kind == "swiglu":
         return SwiGLU(dim, mult)
@@ -105,6 +116,12 @@ class DecoderLM(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
         self.cfg = cfg
+        if cfg.pos_emb == "auto":
+            self.pos_emb = "sinusoidal" if get_mixer(cfg.mixer).spec.positions == "absolute" else "none"
+        elif cfg.pos_emb in ("none", "sinusoidal"):
+            self.pos_emb = cfg.pos_emb
+        else:
+            raise ValueError(f"unknown pos_emb {cfg.pos_emb!r}; expected 'auto', 'none' or 'sinusoidal'")
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = make_norm(cfg.norm, cfg.d_model)
@@ -123,21 +140,31 @@ class DecoderLM(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        x = self.embed(tokens)  # (B, T, D) or (B, D)
+        if self.pos_emb == "sinusoidal":
+            T = tokens.shape[1] if tokens.dim() == 2 else 1
+            pe = sinusoidal_positions(torch.arange(start, start + T, device=tokens.device), self.cfg.d_model)
+            # scaled to the token embeddings' initial size (std 0.02; sin^2 and cos^2 average 1/2)
+            pe = (0.02 * math.sqrt(2.0) * pe).to(x.dtype)
+            x = x + (pe if tokens.dim() == 2 else pe[0])
+        return x
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, T) int64 -> logits (B, T, vocab). The head is tied to the embedding."""
-        x = self.embed(tokens)  # (B, T, D)
+        x = self._embed(tokens, 0)  # (B, T, D)
         for block in self.blocks:
             x = block(x)
         return F.linear(self.norm(x), self.embed.weight)
 
-    def init_state(self, batch: int) -> list[State]:
-        return [block.mixer.init_state(batch) for block in self.blocks]
+    def init_state(self, batch: int) -> dict[str, Any]:
+        return {"pos": 0, "layers": [block.mixer.init_state(batch) for block in self.blocks]}
 
-    def step(self, token: torch.Tensor, states: list[State]) -> tuple[torch.Tensor, list[State]]:
-        """token: (B,) -> logits (B, vocab) for the next token, and the new per-layer states."""
-        x = self.embed(token)  # (B, D)
-        new_states = []
-        for block, state in zip(self.blocks, states):
+    def step(self, token: torch.Tensor, states: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """token: (B,) -> logits (B, vocab) for the next token, and the new state (position, per-layer states)."""
+        x = self._embed(token, states["pos"])  # (B, D)
+        new_layers = []
+        for block, state in zip(self.blocks, states["layers"]):
             x, state = block.step(x, state)
-            new_states.append(state)
-        return F.linear(self.norm(x), self.embed.weight), new_states
+            new_layers.append(state)
+        return F.linear(self.norm(x), self.embed.weight), {"pos": states["pos"] + 1, "layers": new_layers}

@@ -52,6 +52,10 @@ class MixerSpec:
     claim_source: str = "guide 000, Master Comparison Table"
     modes: frozenset[str] = frozenset({"causal", "decode"})
     impls: tuple[str, ...] = ("torch",)  # the first one is the default
+    # How the method knows token order inside a model: "own" (RoPE, relative positions, decays, convolutions,
+    # token shift) or "absolute" (nothing but causality: the backbone adds sinusoidal absolute positions, as the
+    # method's paper's models do). Read by architectures.backbone when LMConfig.pos_emb is "auto".
+    positions: str = "own"
     default_hparams: Mapping[str, Any] = field(default_factory=dict)
     # Overrides for tiny shapes (T ~ 60) so that the registry-wide tests exercise the interesting path: several
     # windows, several chunks, shared KV heads. Tests and the smoke suite use them; benchmarks use the defaults.
@@ -66,6 +70,8 @@ class MixerSpec:
         if not self.impls:
             raise ValueError("a mixer needs at least one impl")
         object.__setattr__(self, "modes", frozenset(self.modes))
+        if self.positions not in ("own", "absolute"):
+            raise ValueError(f"positions must be 'own' or 'absolute', got {self.positions!r}")
         unknown = set(self.test_hparams) - set(self.default_hparams)
         if unknown:
             raise ValueError(f"test_hparams {sorted(unknown)} are not hyperparameters ({sorted(self.default_hparams)})")
@@ -92,6 +98,7 @@ class MixerSpec:
             "claim_source": self.claim_source,
             "modes": sorted(self.modes),
             "impls": list(self.impls),
+            "positions": self.positions,
             "default_hparams": dict(self.default_hparams),
             "notes": self.notes,
             "published_configs": {name: c.as_dict() for name, c in self.published_configs.items()},

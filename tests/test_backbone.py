@@ -74,3 +74,17 @@ def test_training_loop_lowers_the_loss_and_is_seeded():
     assert a.evals[-1]["loss"] < a.evals[0]["loss"]
     assert [c["train_loss"] for c in a.curve] == [c["train_loss"] for c in b.curve], "same seed, same losses"
     assert [e["step"] for e in a.evals] == [10, 20, 30] and a.tokens == 30 * 4 * 32
+
+
+def test_absolute_positions_only_for_mixers_without_their_own():
+    for name in architectures.list_mixers():
+        cls = architectures.get_mixer(name)
+        causal = "causal" in cls.spec.modes
+        lm = DecoderLM(LMConfig(mixer=name, mixer_hparams=dict(cls.spec.test_hparams), d_model=32, n_layers=1,
+                                n_heads=2, causal=causal))
+        assert lm.pos_emb == ("sinusoidal" if cls.spec.positions == "absolute" else "none"), name
+    lm = DecoderLM(LMConfig(mixer="linear", d_model=32, n_layers=1, n_heads=2))
+    tokens = torch.full((1, 8), 7)
+    x = lm._embed(tokens, 0)
+    assert not torch.allclose(x[0, 0], x[0, 1]), "the same byte at two positions must differ for linear attention"
+    assert DecoderLM(LMConfig(mixer="linear", d_model=32, n_layers=1, n_heads=2, pos_emb="none")).pos_emb == "none"

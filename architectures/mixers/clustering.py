@@ -44,6 +44,7 @@ from ..spec import MixerSpec, Paper
                  "Transformer's O(n^1.5 d) with sqrt(n) clusters, as issue 4 states",
     modes=frozenset({"causal"}),
     impls=("torch",),
+    positions="absolute",
     default_hparams={"n_clusters": None, "max_clusters": 192, "decay": 0.999, "seed": 0},
     test_hparams={"max_clusters": 16},
     notes="Routing attention with shared, layer-normalised query-keys; nearest-centroid assignment; each query reads "

@@ -27,6 +27,7 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     claimed_quality="~95%",
     modes=frozenset({"causal", "bidirectional", "decode"}),
     impls=("torch",),
+    positions="absolute",
     default_hparams={"chunk_size": 64, "eps": 1e-6},
     test_hparams={"chunk_size": 16},
 ))

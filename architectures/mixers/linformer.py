@@ -39,6 +39,7 @@ ROWS_PER_BLOCK = 256
     claimed_quality="~96%",
     modes=frozenset({"bidirectional"}),
     impls=("torch",),
+    positions="absolute",
     default_hparams={"proj_len": 256, "max_seq_len": 32768},
     test_hparams={"proj_len": 16, "max_seq_len": 64},
     notes="Bidirectional only (the projections along the sequence mix the future into every row). proj_len is the "

@@ -30,6 +30,7 @@ from ..spec import MixerSpec, Paper
                  "not in the Master Comparison Table",
     modes=frozenset({"causal", "bidirectional", "decode"}),
     impls=("torch",),
+    positions="absolute",
     default_hparams={"n_features": 256, "seed": 0, "chunk_size": 64, "eps": 1e-6},
     test_hparams={"n_features": 48, "chunk_size": 16},
     notes="FAVOR+ with positive orthogonal random features (chi-distributed row norms), one feature matrix shared by "

@@ -40,6 +40,7 @@ from ..spec import MixerSpec, Paper
     claimed_quality="~97%",
     modes=frozenset({"causal", "decode"}),
     impls=("torch",),
+    positions="absolute",
     default_hparams={"n_hashes": 2, "n_buckets": 64, "chunk_size": 64, "seed": 0},
     test_hparams={"n_hashes": 2, "n_buckets": 4, "chunk_size": 8},
     notes="Shared QK (keys = unit-length queries), angular LSH with seeded random rotations, chunks counted from the "
