@@ -1,0 +1,207 @@
+"""The chunkwise-parallel engine shared by the gated linear-attention and delta-rule operators.
+
+One recurrence covers the five operators of this family (per batch and head; S is (D_k x D_v), q_t, k_t: (D_k,),
+v_t: (D_v,), a_t = exp(g_t) the forget gate: 1 (no gate), a scalar (RetNet, Gated DeltaNet) or a D_k vector (GLA,
+KDA); beta_t in (0, 1) switches on the delta rule):
+
+    linear (retention, GLA):  S_t = diag(a_t) S_{t-1} + k_t v_t^T
+    delta (DeltaNet, GDN, KDA):  S_t = (I - beta_t k_t k_t^T) diag(a_t) S_{t-1} + beta_t k_t v_t^T
+    o_t = scale * S_t^T q_t
+
+Split the sequence into chunks of C tokens. Inside a chunk let b_t = sum_{s<=t} g_s (the cumulative log-decay from
+the chunk's start, b_t <= 0 and non-increasing) and S_0 the state entering the chunk. Then
+
+    S_t = diag(exp(b_t)) S_0 + sum_{s<=t} diag(exp(b_t - b_s)) k_s u_s^T,
+
+where u_s = v_s for linear attention, and for the delta rule u_s = beta_s (v_s - k_s^T diag(a_s) S_{s-1}), the
+"pseudo-value" (Yang et al. 2024, DeltaNet, arXiv:2406.06484). Writing A_ts = beta_t sum_d k_td k_sd
+exp(b_td - b_sd) for s < t, the u of a chunk solve the unit lower-triangular system
+
+    (I + A) u = diag(beta) (v - (k * exp(b)) S_0)   =>   u = U - W S_0,
+    U = (I + A)^-1 diag(beta) v,   W = (I + A)^-1 diag(beta) (k * exp(b))   (the WY / UT-transform form),
+
+and U, W do not depend on S_0, so they are computed for every chunk at once (``torch.linalg.solve_triangular``).
+With P_ts = sum_d q_td k_sd exp(b_td - b_sd) for s <= t:
+
+    o = scale * ((q * exp(b)) S_0 + P u)            (the chunk's outputs)
+    S_C = diag(exp(b_C)) S_0 + (k * exp(b_C - b))^T u   (the state entering the next chunk).
+
+Only the last line is a recurrence over chunks: a short Python loop of T/C steps of (D_k x D_v) updates (plus
+u = U - W S_0 for the delta rule); everything else is batched matrix products over all chunks at once.
+
+Numerical stability: every exponential is of a difference b_t - b_s with s <= t (or b_t itself), so its argument
+is <= 0; masked entries get -inf before ``exp``. For channel-wise gates P and A need exp(b_td - b_sd) per channel;
+``decayed_scores`` splits a chunk into sub-chunks: between sub-chunks the decay factors through the boundary
+between them (two factors, each <= 1) and the product is a matmul; inside a sub-chunk the (c, c, D_k) decay tensor
+is formed directly, as in GLA's secondary-level chunking (Yang et al. 2023, arXiv:2312.06635, Sec. 4.3).
+
+Cost for T tokens: O(T C D_k + T D_k D_v) time (plus O(T C^2) for the triangular solve) and O(T (C + D_k) +
+(T / C) D_k D_v) memory, i.e. linear in T for a fixed chunk size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+# Exponents of decays are floored at -40 (exp(-40) = 4e-18): a contribution that small is below fp32 resolution next
+# to the undecayed terms of the same sum, and the floor keeps the CPU's vectorised exp and the matmuls on their fast
+# paths (arguments whose exp underflows take a scalar slow path, 10-30x slower, and denormal products are slower
+# still). Gradients through floored entries are zero instead of < 4e-18.
+LOG_FLOOR = -40.0
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Gates and accumulations run in at least fp32 (bf16 inputs are computed in fp32 and cast back)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _to_chunks(x: torch.Tensor, C: int) -> torch.Tensor:
+    """(B, T, H, ...) -> (B*H, n, C, ...), zero-padding T to n*C."""
+    B, T, H = x.shape[:3]
+    n = -(-T // C)
+    if n * C != T:
+        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, n * C - T))  # pad dim 1 (time) at the end
+    x = x.reshape(B, n, C, H, *x.shape[3:])  # (B, n, C, H, ...)
+    x = x.movedim(3, 1)  # (B, H, n, C, ...)
+    return x.reshape(B * H, n, C, *x.shape[4:])  # (B*H, n, C, ...)
+
+
+def causal_mask(C: int, device: torch.device, strict: bool = False) -> torch.Tensor:
+    """(C, C) boolean, True where key position s may reach query position t: s <= t (s < t if strict)."""
+    return torch.ones(C, C, dtype=torch.bool, device=device).tril(-1 if strict else 0)
+
+
+def decay(log_decay: torch.Tensor) -> torch.Tensor:
+    """exp of a log-decay (an argument <= 0), floored at exp(LOG_FLOOR); see LOG_FLOOR."""
+    return log_decay.clamp(min=LOG_FLOOR).exp()
+
+
+def masked_decay_(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """In place on a fresh tensor of log-decay differences: exp where ``mask`` (there diff <= 0), exactly 0 elsewhere.
+    Clamping first keeps every argument in [LOG_FLOOR, 0], also where the mask discards it."""
+    return torch.where(mask, diff.clamp_(LOG_FLOOR, 0.0).exp_(), 0.0)
+
+
+def scalar_decay_matrix(b: torch.Tensor, strict: bool = False) -> torch.Tensor:
+    """b: (..., C) cumulative log-decays -> (..., C, C) with exp(b_t - b_s) for s <= t (s < t if strict), else 0."""
+    diff = b[..., :, None] - b[..., None, :]  # (..., C_t, C_s)
+    return masked_decay_(diff, causal_mask(b.shape[-1], b.device, strict))
+
+
+def decayed_scores(xs: tuple[torch.Tensor, ...], y: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """For each x in ``xs``: M_ts = sum_d x_td y_sd exp(b_td - b_sd) for s <= t, else 0 (channel-wise decays).
+
+    x, y, b: (..., C, K) with b non-increasing along C. Built by halving: a block of 2w tokens is a left half
+    (keys) and a right half (queries) around the boundary r = b at the last token of the left half, and for t on
+    the right, s on the left, exp(b_t - b_s) = exp(b_t - r) exp(r - b_s) with both factors <= 1, so the cross block
+    is one matmul of rescaled queries and keys. Each level rescales every token once: O(C K log C) per chunk instead
+    of the O(C^2 K) decay tensor. The halving stops at the odd part c0 of C, whose (c0, c0, K) decay tensors are
+    formed directly (c0 = 1 for a power-of-two chunk). Returns a list of (..., C, C).
+    """
+    *lead, C, K = y.shape
+    X = len(xs)
+    x = torch.stack(xs, dim=-3)  # (..., X, C, K)
+    c0 = C // (C & -C)  # the odd part of C: the leaf block size
+    nl = C // c0
+    if c0 == 1:
+        M = (x * y[..., None, :, :]).sum(-1)[..., None, None]  # (..., X, C, 1, 1): x_t . y_t, no decay
+    else:
+        bs, ys = b.reshape(*lead, nl, c0, K), y.reshape(*lead, nl, c0, K)  # (..., nl, c0, K)
+        diff = bs[..., :, :, None, :] - bs[..., :, None, :, :]  # (..., nl, c0_t, c0_s, K)
+        y_leaf = masked_decay_(diff, causal_mask(c0, y.device)[..., None]) * ys[..., :, None, :, :]
+        x_leaf = x.reshape(*lead, X, nl, c0, K, 1)
+        M = (y_leaf[..., None, :, :, :, :] @ x_leaf)[..., 0]  # (..., X, nl, c0_t, c0_s)
+    w = c0
+    while w < C:
+        nb = C // (2 * w)
+        b2 = b.reshape(*lead, nb, 2, w, K)  # (..., nb, 2, w, K): left and right halves of each block
+        r = b2[..., 0, -1:, :]  # (..., nb, 1, K): b at the last token of the left half
+        y_left = y.reshape(*lead, nb, 2, w, K)[..., 0, :, :] * decay(r - b2[..., 0, :, :])  # exp(r - b_s) <= 1
+        x_right = x.reshape(*lead, X, nb, 2, w, K)[..., 1, :, :] * decay(b2[..., 1, :, :] - r)[..., None, :, :, :]
+        cross = x_right @ y_left[..., None, :, :, :].transpose(-1, -2)  # (..., X, nb, w_t, w_s)
+        M = M.reshape(*lead, X, nb, 2, w, w)  # the two finished half blocks
+        top = F.pad(M[..., 0, :, :], (0, w))  # (..., X, nb, w, 2w): left half, nothing to its right
+        bottom = torch.cat([cross, M[..., 1, :, :]], dim=-1)  # (..., X, nb, w, 2w)
+        M = torch.cat([top, bottom], dim=-2)  # (..., X, nb, 2w, 2w)
+        w *= 2
+    M = M.reshape(*lead, X, C, C)
+    return [M[..., i, :, :] for i in range(X)]
+
+
+def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
+                         beta: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
+                         scale: float | None = None, chunk_size: int = 64
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunkwise-parallel form of the recurrence in the module docstring.
+
+    q, k: (B, T, H, K); v: (B, T, H, V); g: None, (B, T, H) scalar or (B, T, H, K) channel-wise log forget gates
+    (<= 0); beta: None (linear attention) or (B, T, H) (delta rule); initial_state: (B, H, K, V).
+    Returns out (B, T, H, V) in q's dtype and the final state (B, H, K, V) in q's dtype.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = chunk_size
+    dtype, cd = q.dtype, compute_dtype(q.dtype)
+    scale = K ** -0.5 if scale is None else scale
+    q, k, v = (_to_chunks(t.to(cd), C) for t in (q, k, v))  # (BH, n, C, K|V); padded tokens are zeros
+    n = q.shape[1]
+    channelwise = g is not None and g.dim() == 4
+
+    # Cumulative log-decays inside each chunk (padding has g = 0: no decay, and k = v = 0: no write).
+    if g is None:
+        b = q.new_zeros(B * H, n, C, 1)  # (BH, n, C, 1)
+    else:
+        b = _to_chunks(g.to(cd), C).cumsum(dim=2)  # (BH, n, C) or (BH, n, C, K)
+        b = b if channelwise else b[..., None]  # (BH, n, C, 1 or K)
+    b_last = b[:, :, -1:]  # (BH, n, 1, 1 or K): log-decay over the whole chunk
+    decay_in = decay(b)  # (BH, n, C, 1 or K): exp(b_t), from the chunk's start to t
+    q_in = q * (decay_in * scale)  # q_t exp(b_t) scale: reads the state entering the chunk
+    k_out = k * decay(b_last - b)  # k_s exp(b_C - b_s): writes into the state leaving it
+    chunk_decay = decay(b_last).transpose(-1, -2)  # (BH, n, 1 or K, 1)
+
+    # In-chunk scores: P (q with k, s <= t) and, for the delta rule, A (k with k, s < t).
+    if channelwise:
+        scores = decayed_scores((q,) if beta is None else (q, k), k, b)
+        P, A = scores[0], scores[-1]
+    else:
+        D = scalar_decay_matrix(b[..., 0])  # (BH, n, C, C): exp(b_t - b_s), s <= t
+        P = (q @ k.transpose(-1, -2)) * D
+        A = None if beta is None else (k @ k.transpose(-1, -2)) * D
+    P = P * scale
+
+    if beta is None:
+        U, W = v, None
+    else:
+        beta = _to_chunks(beta.to(cd), C)[..., None]  # (BH, n, C, 1)
+        A = (beta * A).tril(-1)  # (BH, n, C, C): beta_t sum_d k_td k_sd exp(b_td - b_sd), s < t
+        rhs = torch.cat([beta * v, k * (beta * decay_in)], dim=-1)  # (BH, n, C, V + K)
+        UW = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)  # (I + A)^-1 rhs
+        U, W = UW[..., :V], UW[..., V:]  # (BH, n, C, V), (BH, n, C, K)
+
+    # The recurrence over chunks.
+    S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(cd).reshape(B * H, K, V)
+    k_out_t = k_out.transpose(-1, -2)  # (BH, n, K, C)
+    states, us = [], []
+    if W is None:
+        kv = k_out_t @ U  # (BH, n, K, V): each chunk's write, all chunks at once
+        for i in range(n):
+            states.append(S)
+            S = torch.addcmul(kv[:, i], chunk_decay[:, i], S)
+        u = U
+    else:
+        for i in range(n):
+            states.append(S)
+            u_i = torch.baddbmm(U[:, i], W[:, i], S, alpha=-1.0)  # (BH, C, V): U - W S
+            us.append(u_i)
+            S = torch.baddbmm(chunk_decay[:, i] * S, k_out_t[:, i], u_i)
+        u = torch.stack(us, dim=1)  # (BH, n, C, V)
+    S_in = torch.stack(states, dim=1)  # (BH, n, K, V): the state entering each chunk
+
+    out = q_in @ S_in + P @ u  # (BH, n, C, V)
+    out = out.reshape(B, H, n * C, V).transpose(1, 2)[:, :T]  # (B, T, H, V)
+    return out.to(dtype), S.reshape(B, H, K, V).to(dtype)
