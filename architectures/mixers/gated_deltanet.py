@@ -38,7 +38,7 @@ def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Ten
     time_exponent=1, memory_exponent=1, state_exponent=0,
     claimed_quality=None,
     claim_source="Gated DeltaNet paper (arXiv:2412.06464): chunkwise training linear in n, constant-size recurrent "
-                 "state for decoding; not in the guide's Master Comparison Table",
+                 "state for decoding; Gated DeltaNet is not in the Master Comparison Table",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "fla"),
     default_hparams={"chunk_size": 64, "conv_size": 4, "norm_eps": 1e-5},
