@@ -40,8 +40,6 @@ Cost for T tokens: O(T C D_k + T D_k D_v) time (plus O(T C^2) for the triangular
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -59,14 +57,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _to_chunks(x: torch.Tensor, C: int) -> torch.Tensor:
-    """(B, T, H, ...) -> (B*H, n, C, ...), zero-padding T to n*C."""
+    """(B, T, H, ...) -> (n, B*H, C, ...), contiguous (each chunk's slice is one block of memory), zero-padding T
+    to n*C."""
     B, T, H = x.shape[:3]
+    rest = x.shape[3:]
     n = -(-T // C)
     if n * C != T:
-        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, n * C - T))  # pad dim 1 (time) at the end
-    x = x.reshape(B, n, C, H, *x.shape[3:])  # (B, n, C, H, ...)
-    x = x.movedim(3, 1)  # (B, H, n, C, ...)
-    return x.reshape(B * H, n, C, *x.shape[4:])  # (B*H, n, C, ...)
+        x = F.pad(x, (0, 0) * len(rest) + (0, 0, 0, n * C - T))  # pad dim 1 (time) at the end
+    x = x.reshape(B, n, C, H, *rest).transpose(0, 1).transpose(2, 3)  # (n, B, H, C, ...)
+    return x.contiguous().view(n, B * H, C, *rest)  # (n, B*H, C, ...)
 
 
 def causal_mask(C: int, device: torch.device, strict: bool = False) -> torch.Tensor:
@@ -76,7 +75,7 @@ def causal_mask(C: int, device: torch.device, strict: bool = False) -> torch.Ten
 
 def decay(log_decay: torch.Tensor) -> torch.Tensor:
     """exp of a log-decay (an argument <= 0), floored at exp(LOG_FLOOR); see LOG_FLOOR."""
-    return log_decay.clamp(min=LOG_FLOOR).exp()
+    return log_decay.clamp(min=LOG_FLOOR).exp_()
 
 
 def masked_decay_(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -91,44 +90,74 @@ def scalar_decay_matrix(b: torch.Tensor, strict: bool = False) -> torch.Tensor:
     return masked_decay_(diff, causal_mask(b.shape[-1], b.device, strict))
 
 
+def decay_(log_decay: torch.Tensor) -> torch.Tensor:
+    """In place on a fresh tensor: exp of a log-decay (<= 0), floored at exp(LOG_FLOOR)."""
+    return log_decay.clamp_(min=LOG_FLOOR).exp_()
+
+
 def decayed_scores(xs: tuple[torch.Tensor, ...], y: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
     """For each x in ``xs``: M_ts = sum_d x_td y_sd exp(b_td - b_sd) for s <= t, else 0 (channel-wise decays).
 
     x, y, b: (..., C, K) with b non-increasing along C. Built by halving: a block of 2w tokens is a left half
     (keys) and a right half (queries) around the boundary r = b at the last token of the left half, and for t on
     the right, s on the left, exp(b_t - b_s) = exp(b_t - r) exp(r - b_s) with both factors <= 1, so the cross block
-    is one matmul of rescaled queries and keys. Each level rescales every token once: O(C K log C) per chunk instead
-    of the O(C^2 K) decay tensor. The halving stops at the odd part c0 of C, whose (c0, c0, K) decay tensors are
-    formed directly (c0 = 1 for a power-of-two chunk). Returns a list of (..., C, C).
+    is one matmul of rescaled queries and keys. Each level rescales every token once: O(C K log C) elementwise work
+    per chunk instead of the O(C^2 K) decay tensor. The halving stops at the odd part c0 of C, whose (c0, c0, K)
+    decay tensors are formed directly (c0 = 1 for a power-of-two chunk). Returns a list of (..., C, C).
     """
     *lead, C, K = y.shape
-    X = len(xs)
-    x = torch.stack(xs, dim=-3)  # (..., X, C, K)
+    Ms = [y.new_zeros(*lead, C, C) for _ in xs]  # filled block by block: leaves on the diagonal, then cross blocks
     c0 = C // (C & -C)  # the odd part of C: the leaf block size
     nl = C // c0
     if c0 == 1:
-        M = (x * y[..., None, :, :]).sum(-1)[..., None, None]  # (..., X, C, 1, 1): x_t . y_t, no decay
+        for x, M in zip(xs, Ms):
+            torch.diagonal(M, dim1=-2, dim2=-1).copy_((x * y).sum(-1))  # x_t . y_t, no decay
     else:
         bs, ys = b.reshape(*lead, nl, c0, K), y.reshape(*lead, nl, c0, K)  # (..., nl, c0, K)
         diff = bs[..., :, :, None, :] - bs[..., :, None, :, :]  # (..., nl, c0_t, c0_s, K)
         y_leaf = masked_decay_(diff, causal_mask(c0, y.device)[..., None]) * ys[..., :, None, :, :]
-        x_leaf = x.reshape(*lead, X, nl, c0, K, 1)
-        M = (y_leaf[..., None, :, :, :, :] @ x_leaf)[..., 0]  # (..., X, nl, c0_t, c0_s)
+        for x, M in zip(xs, Ms):
+            leaf = (y_leaf @ x.reshape(*lead, nl, c0, K, 1))[..., 0]  # (..., nl, c0_t, c0_s)
+            _diagonal_blocks(M, nl, 1, c0)[..., 0, :, 0, :, :].copy_(leaf.movedim(-3, -1))
     w = c0
     while w < C:
         nb = C // (2 * w)
         b2 = b.reshape(*lead, nb, 2, w, K)  # (..., nb, 2, w, K): left and right halves of each block
         r = b2[..., 0, -1:, :]  # (..., nb, 1, K): b at the last token of the left half
-        y_left = y.reshape(*lead, nb, 2, w, K)[..., 0, :, :] * decay(r - b2[..., 0, :, :])  # exp(r - b_s) <= 1
-        x_right = x.reshape(*lead, X, nb, 2, w, K)[..., 1, :, :] * decay(b2[..., 1, :, :] - r)[..., None, :, :, :]
-        cross = x_right @ y_left[..., None, :, :, :].transpose(-1, -2)  # (..., X, nb, w_t, w_s)
-        M = M.reshape(*lead, X, nb, 2, w, w)  # the two finished half blocks
-        top = F.pad(M[..., 0, :, :], (0, w))  # (..., X, nb, w, 2w): left half, nothing to its right
-        bottom = torch.cat([cross, M[..., 1, :, :]], dim=-1)  # (..., X, nb, w, 2w)
-        M = torch.cat([top, bottom], dim=-2)  # (..., X, nb, 2w, 2w)
+        y_left = y.reshape(*lead, nb, 2, w, K)[..., 0, :, :] * decay_(r - b2[..., 0, :, :])  # exp(r - b_s) <= 1
+        to_right = decay_(b2[..., 1, :, :] - r)  # (..., nb, w, K): exp(b_t - r) <= 1
+        for x, M in zip(xs, Ms):
+            x_right = x.reshape(*lead, nb, 2, w, K)[..., 1, :, :] * to_right
+            cross = x_right @ y_left.transpose(-1, -2)  # (..., nb, w_t, w_s)
+            _diagonal_blocks(M, nb, 2, w)[..., 1, :, 0, :, :].copy_(cross.movedim(-3, -1))
         w *= 2
-    M = M.reshape(*lead, X, C, C)
-    return [M[..., i, :, :] for i in range(X)]
+    return Ms
+
+
+def _diagonal_blocks(M: torch.Tensor, nb: int, halves: int, w: int) -> torch.Tensor:
+    """A view of M (..., C, C), C = nb * halves * w, as its nb diagonal blocks of size (halves * w)^2, each split
+    into halves x halves sub-blocks of w x w: (..., halves_t, w_t, halves_s, w_s, nb)."""
+    view = M.view(*M.shape[:-2], nb, halves, w, nb, halves, w)
+    return torch.diagonal(view, dim1=-6, dim2=-3)
+
+
+def unit_lower_inverse(A: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """(I + L)^-1 for L the strictly lower-triangular part of A (..., C, C) (the rest of A is not read).
+
+    Blockwise: [[I + L11, 0], [L21, I + L22]]^-1 = [[T11, 0], [-T22 L21 T11, T22]], recursively, down to blocks of
+    at most ``block`` rows inverted by ``torch.linalg.solve_triangular`` (forward substitution) against the identity.
+    On CPU this is about 3x faster than one triangular solve per (C x C) system with D_k + D_v right-hand sides,
+    and the inverse is then applied with plain matmuls.
+    """
+    C = A.shape[-1]
+    if C <= block:
+        eye = torch.eye(C, dtype=A.dtype, device=A.device).expand_as(A)
+        return torch.linalg.solve_triangular(A, eye, upper=False, unitriangular=True)
+    h = C // 2
+    T11, T22 = unit_lower_inverse(A[..., :h, :h], block), unit_lower_inverse(A[..., h:, h:], block)
+    T21 = -(T22 @ (A[..., h:, :h] @ T11))  # (..., C - h, h)
+    top = F.pad(T11, (0, C - h))  # (..., h, C): zeros right of the diagonal block
+    return torch.cat([top, torch.cat([T21, T22], dim=-1)], dim=-2)
 
 
 def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
@@ -148,60 +177,59 @@ def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: t
     C = chunk_size
     dtype, cd = q.dtype, compute_dtype(q.dtype)
     scale = K ** -0.5 if scale is None else scale
-    q, k, v = (_to_chunks(t.to(cd), C) for t in (q, k, v))  # (BH, n, C, K|V); padded tokens are zeros
-    n = q.shape[1]
+    q, k, v = (_to_chunks(t.to(cd), C) for t in (q, k, v))  # (n, BH, C, K|V); padded tokens are zeros
+    n = q.shape[0]
     channelwise = g is not None and g.dim() == 4
 
     # Cumulative log-decays inside each chunk (padding has g = 0: no decay, and k = v = 0: no write).
     if g is None:
-        b = q.new_zeros(B * H, n, C, 1)  # (BH, n, C, 1)
+        b = q.new_zeros(n, B * H, C, 1)  # (n, BH, C, 1)
     else:
-        b = _to_chunks(g.to(cd), C).cumsum(dim=2)  # (BH, n, C) or (BH, n, C, K)
-        b = b if channelwise else b[..., None]  # (BH, n, C, 1 or K)
-    b_last = b[:, :, -1:]  # (BH, n, 1, 1 or K): log-decay over the whole chunk
-    decay_in = decay(b)  # (BH, n, C, 1 or K): exp(b_t), from the chunk's start to t
+        b = _to_chunks(g.to(cd), C).cumsum(dim=2)  # (n, BH, C) or (n, BH, C, K)
+        b = b if channelwise else b[..., None]  # (n, BH, C, 1 or K)
+    b_last = b[:, :, -1:]  # (n, BH, 1, 1 or K): log-decay over the whole chunk
+    decay_in = decay(b)  # (n, BH, C, 1 or K): exp(b_t), from the chunk's start to t
     q_in = q * (decay_in * scale)  # q_t exp(b_t) scale: reads the state entering the chunk
-    k_out = k * decay(b_last - b)  # k_s exp(b_C - b_s): writes into the state leaving it
-    chunk_decay = decay(b_last).transpose(-1, -2)  # (BH, n, 1 or K, 1)
+    k_out = k * decay_(b_last - b)  # k_s exp(b_C - b_s): writes into the state leaving it
+    chunk_decay = decay(b_last).transpose(-1, -2)  # (n, BH, 1 or K, 1)
 
-    # In-chunk scores: P (q with k, s <= t) and, for the delta rule, A (k with k, s < t).
+    # In-chunk scores, P (q with k, s <= t; unscaled) and, for the delta rule, A (k with k; only s < t is read).
     if channelwise:
         scores = decayed_scores((q,) if beta is None else (q, k), k, b)
         P, A = scores[0], scores[-1]
     else:
-        D = scalar_decay_matrix(b[..., 0])  # (BH, n, C, C): exp(b_t - b_s), s <= t
+        D = scalar_decay_matrix(b[..., 0])  # (n, BH, C, C): exp(b_t - b_s), s <= t
         P = (q @ k.transpose(-1, -2)) * D
         A = None if beta is None else (k @ k.transpose(-1, -2)) * D
-    P = P * scale
 
     if beta is None:
         U, W = v, None
     else:
-        beta = _to_chunks(beta.to(cd), C)[..., None]  # (BH, n, C, 1)
-        A = (beta * A).tril(-1)  # (BH, n, C, C): beta_t sum_d k_td k_sd exp(b_td - b_sd), s < t
-        rhs = torch.cat([beta * v, k * (beta * decay_in)], dim=-1)  # (BH, n, C, V + K)
-        UW = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True)  # (I + A)^-1 rhs
-        U, W = UW[..., :V], UW[..., V:]  # (BH, n, C, V), (BH, n, C, K)
+        beta = _to_chunks(beta.to(cd), C)[..., None]  # (n, BH, C, 1)
+        A = beta * A  # (n, BH, C, C): beta_t sum_d k_td k_sd exp(b_td - b_sd); diagonal and s > t not read
+        T_inv = unit_lower_inverse(A)  # (n, BH, C, C): (I + strictly-lower part of A)^-1
+        U = T_inv @ (beta * v)  # (n, BH, C, V)
+        W = T_inv @ (k * (beta * decay_in))  # (n, BH, C, K)
 
     # The recurrence over chunks.
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(cd).reshape(B * H, K, V)
-    k_out_t = k_out.transpose(-1, -2)  # (BH, n, K, C)
+    k_out_t = k_out.transpose(-1, -2)  # (n, BH, K, C)
     states, us = [], []
     if W is None:
-        kv = k_out_t @ U  # (BH, n, K, V): each chunk's write, all chunks at once
+        kv = k_out_t @ U  # (n, BH, K, V): each chunk's write, all chunks at once
         for i in range(n):
             states.append(S)
-            S = torch.addcmul(kv[:, i], chunk_decay[:, i], S)
+            S = torch.addcmul(kv[i], chunk_decay[i], S)
         u = U
     else:
         for i in range(n):
             states.append(S)
-            u_i = torch.baddbmm(U[:, i], W[:, i], S, alpha=-1.0)  # (BH, C, V): U - W S
+            u_i = torch.baddbmm(U[i], W[i], S, alpha=-1.0)  # (BH, C, V): U - W S
             us.append(u_i)
-            S = torch.baddbmm(chunk_decay[:, i] * S, k_out_t[:, i], u_i)
-        u = torch.stack(us, dim=1)  # (BH, n, C, V)
-    S_in = torch.stack(states, dim=1)  # (BH, n, K, V): the state entering each chunk
+            S = torch.baddbmm(chunk_decay[i] * S, k_out_t[i], u_i)
+        u = torch.stack(us)  # (n, BH, C, V)
+    S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
 
-    out = q_in @ S_in + P @ u  # (BH, n, C, V)
-    out = out.reshape(B, H, n * C, V).transpose(1, 2)[:, :T]  # (B, T, H, V)
+    out = torch.baddbmm((q_in @ S_in).flatten(0, 1), P.flatten(0, 1), u.flatten(0, 1), alpha=scale)  # (n*BH, C, V)
+    out = out.view(n, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, n * C, H, V)[:, :T]  # (B, T, H, V)
     return out.to(dtype), S.reshape(B, H, K, V).to(dtype)
