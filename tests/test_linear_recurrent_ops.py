@@ -158,7 +158,7 @@ def test_decayed_scores_equal_the_dense_formula(C):
     """M_ts = sum_d x_td y_sd exp(b_td - b_sd) for s <= t: the halving construction against the formula written
     out with the full (C, C, K) decay tensor (fine here: moderate decays, fp64)."""
     g = torch.Generator().manual_seed(C)
-    x, y = torch.randn(3, C, 5, generator=g, dtype=torch.float64), torch.randn(3, C, 5, generator=g, dtype=torch.float64)
+    x, y = (torch.randn(3, C, 5, generator=g, dtype=torch.float64) for _ in range(2))
     b = F.logsigmoid(torch.randn(3, C, 5, generator=g, dtype=torch.float64)).cumsum(1)
     decay = (b[:, :, None, :] - b[:, None, :, :]).exp()  # (3, C_t, C_s, 5)
     want = torch.einsum("btk,bsk,btsk->bts", x, y, decay).tril()

@@ -3,7 +3,7 @@ Large Language Models", arXiv:2307.08621, Sec. 2):
 
     q = (x W_Q) * Theta, k = (x W_K) * conj(Theta)       the xPos-style rotation e^{i n theta}: RoPE on q and k
     v = x W_V (value dim expand_v * d = 2d)
-    S_t = gamma_h S_(t-1) + k_t v_t^T,  o_t = S_t^T q_t / sqrt(d_k)     gamma_h = 1 - 2^(-5-h), fixed (``ops.retention``)
+    S_t = gamma_h S_(t-1) + k_t v_t^T,  o_t = S_t^T q_t / sqrt(d_k)    gamma_h = 1 - 2^(-5-h) fixed (``ops.retention``)
     y = W_O (swish(x W_G) * GroupNorm_h(o))
 
 The paper's extra normalisations of the parallel form (decay rows divided by sqrt of their sum, scores divided by

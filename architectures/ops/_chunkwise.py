@@ -20,7 +20,8 @@ exp(b_td - b_sd) for s < t, the u of a chunk solve the unit lower-triangular sys
     (I + A) u = diag(beta) (v - (k * exp(b)) S_0)   =>   u = U - W S_0,
     U = (I + A)^-1 diag(beta) v,   W = (I + A)^-1 diag(beta) (k * exp(b))   (the WY / UT-transform form),
 
-and U, W do not depend on S_0, so they are computed for every chunk at once (``torch.linalg.solve_triangular``).
+and U, W do not depend on S_0, so they are computed for every chunk at once (``unit_lower_inverse``: forward
+substitution on 16 x 16 diagonal blocks, merged blockwise with matmuls, as fla's kernels do).
 With P_ts = sum_d q_td k_sd exp(b_td - b_sd) for s <= t:
 
     o = scale * ((q * exp(b)) S_0 + P u)            (the chunk's outputs)
@@ -29,14 +30,15 @@ With P_ts = sum_d q_td k_sd exp(b_td - b_sd) for s <= t:
 Only the last line is a recurrence over chunks: a short Python loop of T/C steps of (D_k x D_v) updates (plus
 u = U - W S_0 for the delta rule); everything else is batched matrix products over all chunks at once.
 
-Numerical stability: every exponential is of a difference b_t - b_s with s <= t (or b_t itself), so its argument
-is <= 0; masked entries get -inf before ``exp``. For channel-wise gates P and A need exp(b_td - b_sd) per channel;
-``decayed_scores`` splits a chunk into sub-chunks: between sub-chunks the decay factors through the boundary
-between them (two factors, each <= 1) and the product is a matmul; inside a sub-chunk the (c, c, D_k) decay tensor
-is formed directly, as in GLA's secondary-level chunking (Yang et al. 2023, arXiv:2312.06635, Sec. 4.3).
+Numerical stability: every exponential is of a difference b_t - b_s with s <= t (or of b_t itself), so its
+argument is <= 0; entries outside the causal mask are clamped to 0 before ``exp`` and zeroed after. For channel-wise
+gates P and A need exp(b_td - b_sd) per channel, which cannot be split into a query factor and a key factor both
+<= 1 over a whole chunk; ``decayed_scores`` halves the chunk recursively and factors each cross block through the
+boundary between its halves (two factors <= 1, then a matmul), in the spirit of GLA's secondary-level chunking
+(Yang et al. 2023, arXiv:2312.06635, Sec. 4.3), at O(C D_k log C) elementwise work per chunk.
 
-Cost for T tokens: O(T C D_k + T D_k D_v) time (plus O(T C^2) for the triangular solve) and O(T (C + D_k) +
-(T / C) D_k D_v) memory, i.e. linear in T for a fixed chunk size.
+Cost for T tokens: O(T C (D_k + D_v) + T D_k D_v) time (+ O(T D_k log C) for channel-wise gates) and
+O(T (C + D_k + D_v) + (T / C) D_k D_v) memory: linear in T for a fixed chunk size.
 """
 from __future__ import annotations
 
@@ -78,6 +80,11 @@ def decay(log_decay: torch.Tensor) -> torch.Tensor:
     return log_decay.clamp(min=LOG_FLOOR).exp_()
 
 
+def decay_(log_decay: torch.Tensor) -> torch.Tensor:
+    """The same, in place on a fresh tensor."""
+    return log_decay.clamp_(min=LOG_FLOOR).exp_()
+
+
 def masked_decay_(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """In place on a fresh tensor of log-decay differences: exp where ``mask`` (there diff <= 0), exactly 0 elsewhere.
     Clamping first keeps every argument in [LOG_FLOOR, 0], also where the mask discards it."""
@@ -88,11 +95,6 @@ def scalar_decay_matrix(b: torch.Tensor, strict: bool = False) -> torch.Tensor:
     """b: (..., C) cumulative log-decays -> (..., C, C) with exp(b_t - b_s) for s <= t (s < t if strict), else 0."""
     diff = b[..., :, None] - b[..., None, :]  # (..., C_t, C_s)
     return masked_decay_(diff, causal_mask(b.shape[-1], b.device, strict))
-
-
-def decay_(log_decay: torch.Tensor) -> torch.Tensor:
-    """In place on a fresh tensor: exp of a log-decay (<= 0), floored at exp(LOG_FLOOR)."""
-    return log_decay.clamp_(min=LOG_FLOOR).exp_()
 
 
 def decayed_scores(xs: tuple[torch.Tensor, ...], y: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
@@ -211,24 +213,23 @@ def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: t
         U = T_inv @ (beta * v)  # (n, BH, C, V)
         W = T_inv @ (k * (beta * decay_in))  # (n, BH, C, K)
 
-    # The recurrence over chunks.
+    # The recurrence over chunks: S_(i+1) = M_i S_i + N_i, with the per-chunk transition M_i (D_k x D_k) and write
+    # N_i (D_k x D_v) computed for all chunks at once; the loop is one small product per chunk.
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(cd).reshape(B * H, K, V)
     k_out_t = k_out.transpose(-1, -2)  # (n, BH, K, C)
-    states, us = [], []
-    if W is None:
-        kv = k_out_t @ U  # (n, BH, K, V): each chunk's write, all chunks at once
+    N = k_out_t @ U  # (n, BH, K, V): each chunk's write (for the delta rule: the part not depending on S_i)
+    states = []
+    if W is None:  # diagonal transition: an elementwise update
         for i in range(n):
             states.append(S)
-            S = torch.addcmul(kv[i], chunk_decay[i], S)
-        u = U
-    else:
+            S = torch.addcmul(N[i], chunk_decay[i], S)
+    else:  # S_(i+1) = diag(exp(b_C)) S_i + k_out^T (U - W S_i)
+        M = torch.diag_embed(chunk_decay[..., 0].expand(n, B * H, K)) - k_out_t @ W  # (n, BH, K, K)
         for i in range(n):
             states.append(S)
-            u_i = torch.baddbmm(U[i], W[i], S, alpha=-1.0)  # (BH, C, V): U - W S
-            us.append(u_i)
-            S = torch.baddbmm(chunk_decay[i] * S, k_out_t[i], u_i)
-        u = torch.stack(us)  # (n, BH, C, V)
+            S = torch.baddbmm(N[i], M[i], S)
     S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
+    u = U if W is None else U - W @ S_in  # (n, BH, C, V): the pseudo-values, U - W S_in
 
     out = torch.baddbmm((q_in @ S_in).flatten(0, 1), P.flatten(0, 1), u.flatten(0, 1), alpha=scale)  # (n*BH, C, V)
     out = out.view(n, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, n * C, H, V)[:, :T]  # (B, T, H, V)

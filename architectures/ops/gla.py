@@ -8,7 +8,8 @@ Gates enter in log space, ``g`` (B, T, H, D_k) <= 0 (the mixer computes logsigmo
 
 Forms, one signature ``(q, k, v, g, initial_state=None, scale=None) -> (out, final_state)`` on (B, T, H, D)
 tensors with state (B, H, D_k, D_v): ``naive_gla`` (the fp32 loop), ``chunk_gla`` (chunkwise parallel with
-secondary sub-chunks for the channel-wise decays, see ``_chunkwise``), ``gla_step`` (one token, for decoding).
+recursive halving of each chunk for the channel-wise decays, see ``_chunkwise``), ``gla_step`` (one token, for
+decoding).
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ Gates enter in log space: ``g`` (B, T, H, D_k) = log alpha_t <= 0; ``beta`` (B, 
 
 Forms, one signature ``(q, k, v, g, beta, initial_state=None, scale=None) -> (out, final_state)`` on (B, T, H, D)
 tensors with state (B, H, D_k, D_v): ``naive_kda`` (the fp32 loop), ``chunk_kda`` (chunkwise parallel: WY form whose
-in-chunk products carry per-channel decays, computed through sub-chunks so that no exponential has a positive
-argument, see ``_chunkwise``), ``kda_step`` (one token, for decoding).
+in-chunk products carry per-channel decays, computed by recursive halving of the chunk so that no exponential has a
+positive argument, see ``_chunkwise``), ``kda_step`` (one token, for decoding).
 """
 from __future__ import annotations
 
