@@ -41,7 +41,7 @@ def init_dt_bias(n: int, dt_min: float = 1e-3, dt_max: float = 0.1) -> torch.Ten
                  "state for decoding; Gated DeltaNet is not in the Master Comparison Table",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "fla"),
-    default_hparams={"chunk_size": 64, "conv_size": 4, "norm_eps": 1e-5},
+    default_hparams={"chunk_size": 32, "conv_size": 4, "norm_eps": 1e-5},
     test_hparams={"chunk_size": 16},
     notes="impl fla: fla.ops.gated_delta_rule.chunk_gated_delta_rule (CUDA); decoding always uses our step form",
 ))
@@ -49,7 +49,7 @@ class GatedDeltaNet(DeltaRuleMixer):
     chunk_op, naive_op, step_op = chunk_gated_delta_rule, naive_gated_delta_rule, gated_delta_rule_step
 
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 chunk_size: int = 64, conv_size: int = 4, norm_eps: float = 1e-5):
+                 chunk_size: int = 32, conv_size: int = 4, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
         self.chunk_size, self.conv_size, self.norm_eps = chunk_size, conv_size, norm_eps
         self._init_qkv(d_model, conv_size)

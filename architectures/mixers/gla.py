@@ -28,7 +28,7 @@ from ._recurrent_layer import LinearRecurrentMixer, head_rms_norm, linear
     claimed_quality="~98%",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "fla"),
-    default_hparams={"chunk_size": 64, "expand_k": 0.5, "gate_low_rank_dim": 16, "gate_logit_normalizer": 16,
+    default_hparams={"chunk_size": 32, "expand_k": 0.5, "gate_low_rank_dim": 16, "gate_logit_normalizer": 16,
                      "norm_eps": 1e-5},
     test_hparams={"chunk_size": 16},
     notes="impl fla: fla.ops.gla.chunk_gla (CUDA); decoding always uses our step form",
@@ -37,7 +37,7 @@ class GatedLinearAttention(LinearRecurrentMixer):
     chunk_op, naive_op, step_op = chunk_gla, naive_gla, gla_step
 
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 chunk_size: int = 64, expand_k: float = 0.5, gate_low_rank_dim: int = 16,
+                 chunk_size: int = 32, expand_k: float = 0.5, gate_low_rank_dim: int = 16,
                  gate_logit_normalizer: int = 16, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
         key_total = int(d_model * expand_k)

@@ -31,7 +31,7 @@ from .gated_deltanet import init_dt_bias
     claimed_quality="101%+",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "fla"),
-    default_hparams={"chunk_size": 64, "conv_size": 4, "norm_eps": 1e-5},
+    default_hparams={"chunk_size": 32, "conv_size": 4, "norm_eps": 1e-5},
     test_hparams={"chunk_size": 16},
     notes="the guide's quality claim is for the Kimi Linear hybrid (KDA + MLA); this is the KDA layer alone. "
           "impl fla: fla.ops.kda.chunk_kda (CUDA); decoding always uses our step form",
@@ -40,7 +40,7 @@ class KimiDeltaAttention(DeltaRuleMixer):
     chunk_op, naive_op, step_op = chunk_kda, naive_kda, kda_step
 
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 chunk_size: int = 64, conv_size: int = 4, norm_eps: float = 1e-5):
+                 chunk_size: int = 32, conv_size: int = 4, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
         self.chunk_size, self.conv_size, self.norm_eps = chunk_size, conv_size, norm_eps
         self._init_qkv(d_model, conv_size)

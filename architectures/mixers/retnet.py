@@ -34,7 +34,7 @@ from ._recurrent_layer import LinearRecurrentMixer, linear
                  "RetNet only in guide 003's family tree, not in the Master Comparison Table",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "fla"),
-    default_hparams={"chunk_size": 64, "expand_v": 2, "rope_theta": 10000.0, "norm_eps": 1e-5},
+    default_hparams={"chunk_size": 32, "expand_v": 2, "rope_theta": 10000.0, "norm_eps": 1e-5},
     test_hparams={"chunk_size": 16},
     notes="impl fla: fla.ops.retention.chunk_retention (CUDA; same fixed decays); decoding always uses our step form",
 ))
@@ -42,7 +42,7 @@ class RetNet(LinearRecurrentMixer):
     chunk_op, naive_op, step_op = chunk_retention, naive_retention, retention_step
 
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 chunk_size: int = 64, expand_v: int = 2, rope_theta: float = 10000.0, norm_eps: float = 1e-5):
+                 chunk_size: int = 32, expand_v: int = 2, rope_theta: float = 10000.0, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
         if expand_v < 1:
             raise ValueError(f"expand_v must be >= 1, got {expand_v}")

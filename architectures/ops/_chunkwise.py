@@ -39,6 +39,10 @@ boundary between its halves (two factors <= 1, then a matmul), in the spirit of 
 
 Cost for T tokens: O(T C (D_k + D_v) + T D_k D_v) time (+ O(T D_k log C) for channel-wise gates) and
 O(T (C + D_k + D_v) + (T / C) D_k D_v) memory: linear in T for a fixed chunk size.
+
+The default chunk is 32 tokens (fla's GPU kernels use 64, a tensor-core tile): on CPU the in-chunk products grow
+with C per token while the state passing shrinks with it, and at D = 64, T = 4096 chunks of 32 measured 0-15 %
+faster than 64 (16 to 64 are within 20 %).
 """
 from __future__ import annotations
 
@@ -164,7 +168,7 @@ def unit_lower_inverse(A: torch.Tensor, block: int = 16) -> torch.Tensor:
 
 def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
                          beta: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
-                         scale: float | None = None, chunk_size: int = 64
+                         scale: float | None = None, chunk_size: int = 32
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """The chunkwise-parallel form of the recurrence in the module docstring.
 
@@ -183,26 +187,32 @@ def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: t
     n = q.shape[0]
     channelwise = g is not None and g.dim() == 4
 
-    # Cumulative log-decays inside each chunk (padding has g = 0: no decay, and k = v = 0: no write).
-    if g is None:
-        b = q.new_zeros(n, B * H, C, 1)  # (n, BH, C, 1)
+    # Decays inside each chunk from the cumulative log-gates b (padding has g = 0: no decay, and k = v = 0: no write).
+    if g is None:  # no forgetting (DeltaNet): every decay is 1
+        b = chunk_decay = None
+        q_in, k_out, k_dec = q * scale, k, k
     else:
         b = _to_chunks(g.to(cd), C).cumsum(dim=2)  # (n, BH, C) or (n, BH, C, K)
         b = b if channelwise else b[..., None]  # (n, BH, C, 1 or K)
-    b_last = b[:, :, -1:]  # (n, BH, 1, 1 or K): log-decay over the whole chunk
-    decay_in = decay(b)  # (n, BH, C, 1 or K): exp(b_t), from the chunk's start to t
-    q_in = q * (decay_in * scale)  # q_t exp(b_t) scale: reads the state entering the chunk
-    k_out = k * decay_(b_last - b)  # k_s exp(b_C - b_s): writes into the state leaving it
-    chunk_decay = decay(b_last).transpose(-1, -2)  # (n, BH, 1 or K, 1)
+        b_last = b[:, :, -1:]  # (n, BH, 1, 1 or K): log-decay over the whole chunk
+        decay_in = decay(b)  # (n, BH, C, 1 or K): exp(b_t), from the chunk's start to t
+        q_in = q * (decay_in * scale)  # q_t exp(b_t) scale: reads the state entering the chunk
+        k_out = k * decay_(b_last - b)  # k_s exp(b_C - b_s): writes into the state leaving it
+        k_dec = None if beta is None else k * decay_in  # k_t exp(b_t): what the state entering the chunk reads
+        chunk_decay = decay(b_last).transpose(-1, -2)  # (n, BH, 1 or K, 1)
 
     # In-chunk scores, P (q with k, s <= t; unscaled) and, for the delta rule, A (k with k; only s < t is read).
     if channelwise:
         scores = decayed_scores((q,) if beta is None else (q, k), k, b)
         P, A = scores[0], scores[-1]
     else:
-        D = scalar_decay_matrix(b[..., 0])  # (n, BH, C, C): exp(b_t - b_s), s <= t
-        P = (q @ k.transpose(-1, -2)) * D
-        A = None if beta is None else (k @ k.transpose(-1, -2)) * D
+        P = q @ k.transpose(-1, -2)  # (n, BH, C, C)
+        A = None if beta is None else k @ k.transpose(-1, -2)
+        if b is None:
+            P = P.tril_()
+        else:
+            D = scalar_decay_matrix(b[..., 0])  # (n, BH, C, C): exp(b_t - b_s), s <= t
+            P, A = P * D, (None if A is None else A * D)
 
     if beta is None:
         U, W = v, None
@@ -211,25 +221,26 @@ def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: t
         A = beta * A  # (n, BH, C, C): beta_t sum_d k_td k_sd exp(b_td - b_sd); diagonal and s > t not read
         T_inv = unit_lower_inverse(A)  # (n, BH, C, C): (I + strictly-lower part of A)^-1
         U = T_inv @ (beta * v)  # (n, BH, C, V)
-        W = T_inv @ (k * (beta * decay_in))  # (n, BH, C, K)
+        W = T_inv @ (beta * k_dec)  # (n, BH, C, K)
 
-    # The recurrence over chunks: S_(i+1) = M_i S_i + N_i, with the per-chunk transition M_i (D_k x D_k) and write
-    # N_i (D_k x D_v) computed for all chunks at once; the loop is one small product per chunk.
+    # The recurrence over chunks, a short loop of (D_k x D_v) updates; everything else is batched over chunks.
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(cd).reshape(B * H, K, V)
-    k_out_t = k_out.transpose(-1, -2)  # (n, BH, K, C)
-    N = k_out_t @ U  # (n, BH, K, V): each chunk's write (for the delta rule: the part not depending on S_i)
+    k_out_t = k_out.transpose(-1, -2).contiguous()  # (n, BH, K, C)
     states = []
-    if W is None:  # diagonal transition: an elementwise update
+    if W is None:  # S_(i+1) = diag(exp(b_C)) S_i + k_out^T v: an elementwise update of precomputed writes
+        kv = k_out_t @ U  # (n, BH, K, V): each chunk's write, all chunks at once
         for i in range(n):
             states.append(S)
-            S = torch.addcmul(N[i], chunk_decay[i], S)
-    else:  # S_(i+1) = diag(exp(b_C)) S_i + k_out^T (U - W S_i)
-        M = torch.diag_embed(chunk_decay[..., 0].expand(n, B * H, K)) - k_out_t @ W  # (n, BH, K, K)
+            S = kv[i] + S if chunk_decay is None else torch.addcmul(kv[i], chunk_decay[i], S)
+        u = U
+    else:  # u_i = U_i - W_i S_i, S_(i+1) = diag(exp(b_C)) S_i + k_out^T u_i
+        us = []
         for i in range(n):
             states.append(S)
-            S = torch.baddbmm(N[i], M[i], S)
+            us.append(torch.baddbmm(U[i], W[i], S, alpha=-1.0))  # (BH, C, V)
+            S = torch.baddbmm(S if chunk_decay is None else chunk_decay[i] * S, k_out_t[i], us[-1])
+        u = torch.stack(us)  # (n, BH, C, V): the pseudo-values
     S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
-    u = U if W is None else U - W @ S_in  # (n, BH, C, V): the pseudo-values, U - W S_in
 
     out = torch.baddbmm((q_in @ S_in).flatten(0, 1), P.flatten(0, 1), u.flatten(0, 1), alpha=scale)  # (n*BH, C, V)
     out = out.view(n, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, n * C, H, V)[:, :T]  # (B, T, H, V)

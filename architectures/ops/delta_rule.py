@@ -37,7 +37,7 @@ def naive_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
 
 
 def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                     initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 64
+                     initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 32
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel delta rule (WY form, no gate)."""
     return chunkwise_recurrence(q, k, v, beta=beta, initial_state=initial_state, scale=scale,

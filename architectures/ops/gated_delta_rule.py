@@ -39,7 +39,7 @@ def naive_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g:
 
 def chunk_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
                            initial_state: torch.Tensor | None = None, scale: float | None = None,
-                           chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                           chunk_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel gated delta rule (WY form with a scalar decay per token and head)."""
     return chunkwise_recurrence(q, k, v, g=g, beta=beta, initial_state=initial_state, scale=scale,
                                 chunk_size=chunk_size)

@@ -35,7 +35,7 @@ def naive_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor
 
 
 def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
-              initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 64
+              initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 32
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel GLA."""
     return chunkwise_recurrence(q, k, v, g=g, initial_state=initial_state, scale=scale, chunk_size=chunk_size)

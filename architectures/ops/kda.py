@@ -38,7 +38,7 @@ def naive_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor
 
 
 def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
-              initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 64
+              initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 32
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel KDA."""
     return chunkwise_recurrence(q, k, v, g=g, beta=beta, initial_state=initial_state, scale=scale,

@@ -41,7 +41,7 @@ def naive_retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay
 
 
 def chunk_retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor,
-                    initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 64
+                    initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 32
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel retention: a scalar gate per head, the same at every token."""
     B, T, H, _ = q.shape
