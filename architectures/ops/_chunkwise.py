@@ -223,22 +223,24 @@ def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: t
         U = T_inv @ (beta * v)  # (n, BH, C, V)
         W = T_inv @ (beta * k_dec)  # (n, BH, C, K)
 
-    # The recurrence over chunks, a short loop of (D_k x D_v) updates; everything else is batched over chunks.
+    # The recurrence over chunks, a short loop of (D_k x D_v) updates; everything else is batched over chunks. The
+    # per-chunk operands are unbound once: indexing them inside the loop would cost a full-size zero gradient per
+    # chunk in the backward pass (O(n^2) for n chunks).
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(cd).reshape(B * H, K, V)
     k_out_t = k_out.transpose(-1, -2).contiguous()  # (n, BH, K, C)
+    decays = [None] * n if chunk_decay is None else chunk_decay.unbind(0)
     states = []
     if W is None:  # S_(i+1) = diag(exp(b_C)) S_i + k_out^T v: an elementwise update of precomputed writes
-        kv = k_out_t @ U  # (n, BH, K, V): each chunk's write, all chunks at once
-        for i in range(n):
+        for kv_i, decay_i in zip((k_out_t @ U).unbind(0), decays):  # each chunk's write, computed for all at once
             states.append(S)
-            S = kv[i] + S if chunk_decay is None else torch.addcmul(kv[i], chunk_decay[i], S)
+            S = kv_i + S if decay_i is None else torch.addcmul(kv_i, decay_i, S)
         u = U
     else:  # u_i = U_i - W_i S_i, S_(i+1) = diag(exp(b_C)) S_i + k_out^T u_i
         us = []
-        for i in range(n):
+        for U_i, W_i, k_i, decay_i in zip(U.unbind(0), W.unbind(0), k_out_t.unbind(0), decays):
             states.append(S)
-            us.append(torch.baddbmm(U[i], W[i], S, alpha=-1.0))  # (BH, C, V)
-            S = torch.baddbmm(S if chunk_decay is None else chunk_decay[i] * S, k_out_t[i], us[-1])
+            us.append(torch.baddbmm(U_i, W_i, S, alpha=-1.0))  # (BH, C, V)
+            S = torch.baddbmm(S if decay_i is None else decay_i * S, k_i, us[-1])
         u = torch.stack(us)  # (n, BH, C, V): the pseudo-values
     S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
 
