@@ -1,5 +1,5 @@
 """DeltaNet (Yang, Wang, Zhang, Shen, Kim 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence
-Length", arXiv:2406.06484), the layer of its paper (Sec. 4; fla's DeltaNet defaults):
+Length", arXiv:2406.06484), the layer of its paper (fla's DeltaNet defaults):
 
     q, k, v = SiLU(ShortConv(x W_q|k|v))      depthwise causal convolution, kernel 4
     q, k <- q / ||q||, k / ||k|| per head     (L2 norm: the transition I - beta k k^T is then a contraction)

@@ -1,12 +1,12 @@
-"""Gated Linear Attention (Yang, Wang, Shen, Panda, Kim 2023, arXiv:2312.06635), the layer of its paper (Sec. 4.4):
+"""Gated Linear Attention (Yang, Wang, Shen, Panda, Kim 2023, arXiv:2312.06635), the layer of its paper:
 
     q = x W_q, k = x W_k (key dim expand_k * d = d/2), v = x W_v
     log alpha_t = logsigmoid(x W_a1 W_a2 + b_a) / 16      low-rank (16) data-dependent forget gate per key channel
     S_t = diag(alpha_t) S_(t-1) + k_t v_t^T,  o_t = S_t^T q_t / sqrt(d_k)        (``ops.gla``)
-    y = W_o (RMSNorm_head(o) * swish(x W_r))              per-head norm, swish output gate
+    y = W_o (RMSNorm_head(o) * swish(x W_r))              per-head norm (RMSNorm, as fla), swish output gate
 
 The temperature 16 (``gate_logit_normalizer``) keeps alpha close to 1, as in the paper. Training / prefill uses the
-chunkwise form with secondary chunking for the channel-wise gates; decoding carries S (H x d_k x d_v) per sequence.
+chunkwise form (recursive halving for the channel-wise gates); decoding carries S (H x d_k x d_v) per sequence.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Multi-scale retention, the mixer of RetNet (Sun et al. 2023, "Retentive Network: A Successor to Transformer for
-Large Language Models", arXiv:2307.08621, Sec. 2):
+Large Language Models", arXiv:2307.08621):
 
     q = (x W_Q) * Theta, k = (x W_K) * conj(Theta)       the xPos-style rotation e^{i n theta}: RoPE on q and k
     v = x W_V (value dim expand_v * d = 2d)

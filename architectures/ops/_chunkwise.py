@@ -35,7 +35,7 @@ argument is <= 0; entries outside the causal mask are clamped to 0 before ``exp`
 gates P and A need exp(b_td - b_sd) per channel, which cannot be split into a query factor and a key factor both
 <= 1 over a whole chunk; ``decayed_scores`` halves the chunk recursively and factors each cross block through the
 boundary between its halves (two factors <= 1, then a matmul), in the spirit of GLA's secondary-level chunking
-(Yang et al. 2023, arXiv:2312.06635, Sec. 4.3), at O(C D_k log C) elementwise work per chunk.
+(Yang et al. 2023, arXiv:2312.06635), at O(C D_k log C) elementwise work per chunk.
 
 Cost for T tokens: O(T C (D_k + D_v) + T D_k D_v) time (+ O(T D_k log C) for channel-wise gates) and
 O(T (C + D_k + D_v) + (T / C) D_k D_v) memory: linear in T for a fixed chunk size.
