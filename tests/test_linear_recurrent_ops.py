@@ -76,13 +76,16 @@ def grads(fn, inputs: dict, seed: int = 1):
 @pytest.mark.parametrize("chunk_size", [1, 7, 12, 16, 64])
 @pytest.mark.parametrize("op", OPS)
 def test_chunk_form_matches_naive_loop(op, chunk_size):
+    """With autograd on, and off (inference writes the chunk states into buffers in place)."""
     naive, chunk, _ = FORMS[op]
     inputs = make_inputs(op)
     want_out, want_state = naive(**inputs)
-    got_out, got_state = chunk(**inputs, chunk_size=chunk_size)
-    assert got_out.shape == (B, T, H, V) and got_state.shape == (B, H, K, V)
-    torch.testing.assert_close(got_out, want_out, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got_state, want_state, rtol=1e-4, atol=1e-4)
+    for grad_mode in (True, False):
+        with torch.set_grad_enabled(grad_mode):
+            got_out, got_state = chunk(**inputs, chunk_size=chunk_size)
+        assert got_out.shape == (B, T, H, V) and got_state.shape == (B, H, K, V)
+        torch.testing.assert_close(got_out, want_out, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got_state, want_state, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("op", OPS)

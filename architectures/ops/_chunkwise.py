@@ -227,22 +227,41 @@ def chunkwise_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: t
     # per-chunk operands are unbound once: indexing them inside the loop would cost a full-size zero gradient per
     # chunk in the backward pass (O(n^2) for n chunks).
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(cd).reshape(B * H, K, V)
-    k_out_t = k_out.transpose(-1, -2).contiguous()  # (n, BH, K, C)
     decays = [None] * n if chunk_decay is None else chunk_decay.unbind(0)
-    states = []
     if W is None:  # S_(i+1) = diag(exp(b_C)) S_i + k_out^T v: an elementwise update of precomputed writes
-        for kv_i, decay_i in zip((k_out_t @ U).unbind(0), decays):  # each chunk's write, computed for all at once
-            states.append(S)
-            S = kv_i + S if decay_i is None else torch.addcmul(kv_i, decay_i, S)
+        kv = k_out.transpose(-1, -2) @ U  # (n, BH, K, V): each chunk's write, computed for all at once
+        if torch.is_grad_enabled():
+            states = []
+            for kv_i, decay_i in zip(kv.unbind(0), decays):
+                states.append(S)
+                S = kv_i + S if decay_i is None else torch.addcmul(kv_i, decay_i, S)
+            S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
+        else:  # the same, written in place into one buffer (inference: no graph to keep)
+            S_in = torch.empty_like(kv)
+            S_in[0] = S
+            for i in range(n):
+                S = S_in[i + 1] if i + 1 < n else torch.empty_like(S)
+                torch.add(kv[i], S_in[i], out=S) if decays[i] is None else \
+                    torch.addcmul(kv[i], decays[i], S_in[i], out=S)
         u = U
     else:  # u_i = U_i - W_i S_i, S_(i+1) = diag(exp(b_C)) S_i + k_out^T u_i
-        us = []
-        for U_i, W_i, k_i, decay_i in zip(U.unbind(0), W.unbind(0), k_out_t.unbind(0), decays):
-            states.append(S)
-            us.append(torch.baddbmm(U_i, W_i, S, alpha=-1.0))  # (BH, C, V)
-            S = torch.baddbmm(S if decay_i is None else decay_i * S, k_i, us[-1])
-        u = torch.stack(us)  # (n, BH, C, V): the pseudo-values
-    S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
+        k_out_t = k_out.transpose(-1, -2).contiguous()  # (n, BH, K, C)
+        if torch.is_grad_enabled():
+            states, us = [], []
+            for U_i, W_i, k_i, decay_i in zip(U.unbind(0), W.unbind(0), k_out_t.unbind(0), decays):
+                states.append(S)
+                us.append(torch.baddbmm(U_i, W_i, S, alpha=-1.0))  # (BH, C, V)
+                S = torch.baddbmm(S if decay_i is None else decay_i * S, k_i, us[-1])
+            u = torch.stack(us)  # (n, BH, C, V): the pseudo-values
+            S_in = torch.stack(states)  # (n, BH, K, V): the state entering each chunk
+        else:  # the same, written in place into buffers (inference: no graph to keep)
+            u, S_in = torch.empty_like(U), U.new_empty(n, B * H, K, V)
+            S_in[0] = S
+            for i in range(n):
+                torch.baddbmm(U[i], W[i], S_in[i], alpha=-1.0, out=u[i])
+                S = S_in[i + 1] if i + 1 < n else torch.empty_like(S)
+                decayed = S_in[i] if decays[i] is None else decays[i] * S_in[i]
+                torch.baddbmm(decayed, k_out_t[i], u[i], out=S)
 
     out = torch.baddbmm((q_in @ S_in).flatten(0, 1), P.flatten(0, 1), u.flatten(0, 1), alpha=scale)  # (n*BH, C, V)
     out = out.view(n, B, H, C, V).permute(1, 0, 3, 2, 4).reshape(B, n * C, H, V)[:, :T]  # (B, T, H, V)
