@@ -37,7 +37,8 @@ def _check_against_reference(m):
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
     g = torch.randn_like(y)
     for got, want in zip(_grads(m, x, y, g), _grads(m, x, y_ref, g)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        # Parameter gradients are fp32 sums over B*T positions: their rounding error grows with their magnitude.
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 + 1e-6 * want.abs().max().item())
 
 
 @pytest.mark.parametrize("name,impl", CAUSAL)

@@ -1,0 +1,104 @@
+"""Kimi Delta Attention (KDA; Kimi Team 2025, "Kimi Linear: An Expressive, Efficient Attention Architecture",
+arXiv:2510.26692), per head: the gated delta rule with a channel-wise (per key dimension) decay:
+
+    S_t = (I - beta_t k_t k_t^T) diag(alpha_t) S_{t-1} + beta_t k_t v_t^T
+        = S' + beta_t k_t (v_t - S'^T k_t)^T   with S' = diag(alpha_t) S_{t-1}
+    o_t = scale * S_t^T q_t                     scale = D_k^-0.5
+
+Gates enter in log space: ``g`` (B, T, H, D_k) = log alpha_t <= 0; ``beta`` (B, T, H) in (0, 1).
+
+Forms, one signature ``(q, k, v, g, beta, initial_state=None, scale=None) -> (out, final_state)`` on (B, T, H, D)
+tensors with state (B, H, D_k, D_v): ``naive_kda`` (the fp32 loop), ``chunk_kda`` (chunkwise parallel: WY form whose
+in-chunk products carry per-channel decays, computed by recursive halving of the chunk so that no exponential has a
+positive argument, see ``_chunkwise``), ``kda_step`` (one token, for decoding).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._chunkwise import chunkwise_recurrence
+
+
+def naive_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+              initial_state: torch.Tensor | None = None, scale: float | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence, token by token, in fp32. q, k, g: (B, T, H, K); v: (B, T, H, V); beta: (B, T, H)."""
+    B, T, H, K = q.shape
+    scale = K ** -0.5 if scale is None else scale
+    q, k, v, g, beta = q.float(), k.float(), v.float(), g.float(), beta.float()
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.float()
+    out = []
+    for t in range(T):
+        S = g[:, t].exp()[..., None] * S  # forget, per key channel
+        v_old = torch.einsum("bhkv,bhk->bhv", S, k[:, t])
+        S = S + torch.einsum("bhk,bhv->bhkv", beta[:, t, :, None] * k[:, t], v[:, t] - v_old)  # delta write
+        out.append(scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(out, dim=1), S
+
+
+def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+              initial_state: torch.Tensor | None = None, scale: float | None = None, chunk_size: int = 32
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise-parallel KDA."""
+    return chunkwise_recurrence(q, k, v, g=g, beta=beta, initial_state=initial_state, scale=scale,
+                                chunk_size=chunk_size)
+
+
+def kda_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+             initial_state: torch.Tensor | None = None, scale: float | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step: q, k, v, g (B, 1, H, D), beta (B, 1, H) -> (o (B, 1, H, V), new state)."""
+    q, k, v, g, beta = q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0]  # (B, H, D), (B, H)
+    B, H, K = q.shape
+    scale = K ** -0.5 if scale is None else scale
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
+    S = g.exp().to(S.dtype)[..., None] * S
+    v_old = (k[..., None, :] @ S).squeeze(-2)  # (B, H, V)
+    S = S + (beta[..., None] * k)[..., :, None] * (v - v_old)[..., None, :]
+    o = scale * (q[..., None, :] @ S).squeeze(-2)  # (B, H, V)
+    return o[:, None], S
+
+
+# ---- catalogue entries for the op_speed benchmark ----------------------------------------------------------------
+from .catalog import register_op, register_op_impl  # noqa: E402
+
+
+@register_op("kda")
+def make_kda_inputs(B: int, T: int, H: int, D: int, dtype: torch.dtype, device: torch.device,
+                    generator: torch.Generator) -> dict:
+    """Gaussian q, v; L2-normalised k (B, T, H, D); per-channel g = logsigmoid(N(0, 1)) (B, T, H, D);
+    beta = sigmoid(N(0, 1)) (B, T, H)."""
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(device)
+    q, k, v = randn(B, T, H, D), randn(B, T, H, D), randn(B, T, H, D)
+    return {"q": q.to(dtype), "k": F.normalize(k, dim=-1).to(dtype), "v": v.to(dtype),
+            "g": F.logsigmoid(randn(B, T, H, D)).to(dtype), "beta": randn(B, T, H).sigmoid().to(dtype)}
+
+
+@register_op_impl("kda", "chunk", source="ours")
+def _kda_chunk(inputs: dict) -> torch.Tensor:
+    return chunk_kda(**inputs)[0]
+
+
+@register_op_impl("kda", "naive", source="ours")
+def _kda_naive(inputs: dict) -> torch.Tensor:
+    return naive_kda(**inputs)[0]
+
+
+@register_op_impl("kda", "fla.naive_recurrent_kda", source="fla", requires=("fla",),
+                  notes="fla's recurrent PyTorch reference (fla.ops.kda.naive)")
+def _kda_fla_recurrent(inputs: dict) -> torch.Tensor:
+    from fla.ops.kda.naive import naive_recurrent_kda
+
+    i = inputs
+    return naive_recurrent_kda(i["q"], i["k"], i["v"], i["g"], i["beta"])[0]
+
+
+@register_op_impl("kda", "fla.naive_chunk_kda", source="fla", requires=("fla", "einops"),
+                  notes="fla's chunked PyTorch reference (chunk 64, T a multiple of 64)")
+def _kda_fla_chunk(inputs: dict) -> torch.Tensor:
+    from fla.ops.kda.naive import naive_chunk_kda
+
+    i = inputs
+    return naive_chunk_kda(i["q"], i["k"], i["v"], i["g"], i["beta"])[0]
