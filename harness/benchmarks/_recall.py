@@ -9,6 +9,7 @@ learning-rate sweep is reported, and every lr is recorded). Per cell and learnin
     example_accuracy  fraction of test examples with every labelled position right
     test_loss         cross-entropy (nats) at labelled positions
     train_steps, train_seconds, train_tokens_per_s, stopped_early (1 if the early-stop accuracy was reached)
+    diverged          1, instead of the rows above, for an lr whose training loss became non-finite (never best)
 
 and once per cell (``lr`` = None): ``state_bytes`` (one layer's decode state after seq_len tokens, batch 1, from
 the mixer's ``state_bytes``; absent for mixers that do not decode), ``model_state_bytes`` (all layers), ``params``.
