@@ -177,6 +177,20 @@ def test_weaker_recall_claim(tmp_path):
     assert c.loc["mamba_weaker_recall", "verdict"] == FAILS
 
 
+def test_weaker_recall_is_not_measurable_when_the_baseline_did_not_learn(tmp_path):
+    out = _make_run(tmp_path, PPL, missing=("kda",))
+    rows = [r for r in (_mqar("standard", [0.3, 0.25]) + _mqar("mamba", [0.2, 0.2]))]
+    for r in rows:
+        r["cell_id"] += "/late"
+    append_rows(out / "results.jsonl", rows)  # standard at 0.275 on average: the task was not learnt
+    df = RunData.load(out)
+    df.df = df.df[~((df.df["benchmark"] == "mqar") & ~df.df["cell_id"].str.endswith("/late"))]
+    _, c = evaluate(df, load_claims())
+    c = c.set_index("id")
+    assert c.loc["mamba_weaker_recall", "verdict"] == NOT_MEASURABLE
+    assert "not learnt" in c.loc["mamba_weaker_recall", "why"]
+
+
 def test_report_renders_the_master_table(tmp_path):
     out = _make_run(tmp_path, PPL)
     text = write_report(out).read_text()

@@ -1,5 +1,6 @@
 """Shared machinery of the recall benchmarks (``mqar``, ``selective_copy``, ``passkey``): train a small ``DecoderLM``
-with the cell's mixer on a synthetic task, once per learning rate of a small sweep, and report test accuracy.
+with the cell's mixer on a synthetic task, once per learning rate of a small sweep, and report test accuracy. By
+default the blocks hold the mixer only (``ffn: none``), as Zoology's MQAR models: recall is the mixer's job.
 
 Every mixer gets the same backbone, data, token budget and learning rates (the Zoology protocol: the best of a small
 learning-rate sweep is reported, and every lr is recorded). Per cell and learning rate, rows carry ``lr`` and
@@ -26,7 +27,7 @@ import json
 import math
 import re
 from collections import OrderedDict
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
@@ -60,6 +61,7 @@ class RecallParams(BaseModel):
     eval_every: PositiveInt = 50  # steps between test evaluations (early stop is checked there)
     early_stop_accuracy: float | None = Field(default=0.99, gt=0, le=1)  # stop an lr's run once reached
     n_layers: PositiveInt = 2
+    ffn: Literal["none", "swiglu", "gelu"] = "none"  # mixer-only blocks, as Zoology's MQAR models (no MLP)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)  # device type -> overrides of these fields
 
     @field_validator("lrs", mode="before")
@@ -141,7 +143,7 @@ class RecallBenchmark(Benchmark):
         torch.manual_seed(cell.seed)  # the same initial weights for every lr
         cfg = LMConfig(mixer=cell.mixer_name, mixer_hparams=dict(cell.hparams), impl=cell.impl,
                        vocab_size=self.vocab_size(cell), d_model=cell.d_model, n_layers=self.params.n_layers,
-                       n_heads=cell.n_heads)
+                       n_heads=cell.n_heads, ffn=self.params.ffn)
         return DecoderLM(cfg)
 
     def run_cell(self, cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
