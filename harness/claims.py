@@ -161,6 +161,10 @@ class RunData:
         return [(e.get("name") or e["kind"], e.get("params") or {}) for e in self.suite.get("benchmarks", [])
                 if e["kind"] == kind]
 
+    def scaling_labels(self, attention: str) -> list[str]:
+        """Labels of the scaling entries that measure with causal (default) or bidirectional attention."""
+        return [label for label, p in self.entries("scaling") if p.get("attention", "causal") == attention]
+
     def rows(self, kind: str, label: str | None = None) -> pd.DataFrame:
         labels = [label] if label else [lab for lab, _ in self.entries(kind)]
         if self.df.empty or "benchmark" not in self.df:
@@ -207,10 +211,13 @@ class Figure:
     reason: str = ""
 
 
-def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance: float) -> Figure:
+def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance: float,
+                    attention: str = "causal") -> Figure:
+    """The fitted exponent of a method's metric in the scaling entries of its attention (causal or bidirectional)."""
     fits = run.fits(tolerance)
     if not fits.empty:
-        f = fits[(fits["mixer"] == method) & (fits["metric"] == metric) & (fits["mode"] == mode)]
+        f = fits[(fits["mixer"] == method) & (fits["metric"] == metric) & (fits["mode"] == mode)
+                 & fits["benchmark"].isin(run.scaling_labels(attention))]
         f = f[f["exponent"].notna()]
         if not f.empty:
             r = f.iloc[0]
@@ -220,13 +227,25 @@ def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance
                           {"benchmark": r["benchmark"], "r2": r["r2"], "n_range": r["n_range"]})
     reason = run.why_missing("scaling", method)
     rows = run.rows("scaling")
-    if not rows.empty and not ok_metric(rows[(rows["mixer"] == method) & (rows["mode"] == mode)], metric).empty:
-        reason = f"fewer than 2 lengths of {metric} ({mode}) to fit"
+    if not rows.empty and "not registered" not in reason:
+        mine = rows[(rows["mixer"] == method) & rows["benchmark"].isin(run.scaling_labels(attention))]
+        mine = mine[mine["mode"] == mode]
+        failed = mine[mine["status"] != "ok"]
+        if mine.empty:
+            reason = f"{method} not run in {mode} mode by a {attention} `scaling` entry"
+        elif not ok_metric(mine, metric).empty:
+            reason = f"fewer than 2 lengths of {metric} ({mode}) to fit"
+        elif not failed.empty:
+            reason = f"{method}'s {mode} cells: {failed.iloc[0]['status']} ({failed.iloc[0].get('error') or ''})"
+        else:
+            reason = f"no {metric} measured ({mode})"
     return Figure(None, "-", reason=reason)
 
 
-def tokens_per_s_at_longest(run: RunData, method: str) -> Figure:
+def tokens_per_s_at_longest(run: RunData, method: str, attention: str = "causal") -> Figure:
     rows = ok_metric(run.rows("scaling"), "tokens_per_s")
+    if not rows.empty:
+        rows = rows[rows["benchmark"].isin(run.scaling_labels(attention))]
     rows = rows[(rows["mixer"] == method) & (rows["mode"] == "forward")] if not rows.empty else rows
     if rows.empty:
         return Figure(None, "-", reason=run.why_missing("scaling", method))
@@ -355,7 +374,7 @@ def _speedup(run: RunData, c: Claim) -> dict[str, Any]:
     tol_text = f"within [{lo * (1 - rt):.3g}, {hi * (1 + rt):.3g}] ({lo:g}-{hi:g}x ± {rt:.0%})"
     times = ok_metric(run.rows(c.benchmark), c.metric)
     if not times.empty:
-        times = times[times["mode"] == c.mode]
+        times = times[(times["mode"] == c.mode) & times["benchmark"].isin(run.scaling_labels("causal"))]
     keys = ["benchmark", "seq_len", "batch", "d_model", "n_heads", "dtype"]
     mine = times[times["mixer"] == c.method] if not times.empty else times
     base = times[times["mixer"] == c.against] if not times.empty else times
@@ -420,15 +439,15 @@ def evaluate(run: RunData, cf: ClaimsFile) -> tuple[pd.DataFrame, pd.DataFrame]:
     tol = cf.tolerances
     methods, claims = [], []
     for m in cf.methods:
-        t = fitted_exponent(run, m.method, "time_s", "forward", tol.exponent)
-        flops = fitted_exponent(run, m.method, "flops", "forward", tol.exponent)
-        prefill = fitted_exponent(run, m.method, "peak_tensor_bytes", "forward", tol.exponent)
-        state = fitted_exponent(run, m.method, "state_bytes", "decode", tol.exponent)
+        t = fitted_exponent(run, m.method, "time_s", "forward", tol.exponent, m.attention)
+        flops = fitted_exponent(run, m.method, "flops", "forward", tol.exponent, m.attention)
+        prefill = fitted_exponent(run, m.method, "peak_tensor_bytes", "forward", tol.exponent, m.attention)
+        state = fitted_exponent(run, m.method, "state_bytes", "decode", tol.exponent, m.attention)
         mem = prefill if m.memory.measured_as == "prefill" else state
         t_v, m_v = _exp_verdict(t, m.time.exponent, tol.exponent), _exp_verdict(mem, m.memory.exponent, tol.exponent)
         q_v, q_tol, q_fig = quality_verdict(m.quality, perplexity_quality(run, m.method), tol)
         mqar = mqar_accuracy(run, m.method)
-        tps = tokens_per_s_at_longest(run, m.method)
+        tps = tokens_per_s_at_longest(run, m.method, m.attention)
         registered = not (not run.df.empty and "mixer" in run.df
                           and (run.df[run.df["mixer"] == m.method]["status"] == "missing").any())
         methods.append({
