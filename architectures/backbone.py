@@ -30,7 +30,7 @@ class LMConfig:
     n_layers: int = 2  # number of (mixer, FFN) blocks
     n_heads: int = 4  # heads of the mixer
     norm: str = "rmsnorm"  # "rmsnorm" (LLaMA) or "layernorm" (GPT-2): plain choices, same cost
-    ffn: str = "swiglu"  # "swiglu" (LLaMA) or "gelu" (GPT-2 MLP)
+    ffn: str = "swiglu"  # "swiglu" (LLaMA), "gelu" (GPT-2 MLP) or "none" (mixer-only blocks, as Zoology's MQAR models)
     ffn_mult: float = 4.0  # hidden width / d_model; SwiGLU uses 2/3 of it so both have ~ the same parameters
     causal: bool = True  # False builds an encoder (masked-LM), for bidirectional-only mixers
     pos_emb: str = "auto"  # "auto" (from the mixer's spec.positions), "none" or "sinusoidal" (absolute, added)
@@ -86,30 +86,33 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return pe[:, :dim]
 
 
-def make_ffn(kind: str, dim: int, mult: float) -> nn.Module:
+def make_ffn(kind: str, dim: int, mult: float) -> nn.Module | None:
     if kind == "swiglu":
         return SwiGLU(dim, mult)
     if kind == "gelu":
         return GeluMLP(dim, mult)
-    raise ValueError(f"unknown ffn {kind!r}; expected 'swiglu' or 'gelu'")
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown ffn {kind!r}; expected 'swiglu', 'gelu' or 'none'")
 
 
 class Block(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
-        self.norm1, self.norm2 = make_norm(cfg.norm, cfg.d_model), make_norm(cfg.norm, cfg.d_model)
+        self.norm1 = make_norm(cfg.norm, cfg.d_model)
         self.mixer = create_mixer(cfg.mixer, cfg.d_model, cfg.n_heads, causal=cfg.causal, impl=cfg.impl,
                                   **cfg.mixer_hparams)
         self.ffn = make_ffn(cfg.ffn, cfg.d_model, cfg.ffn_mult)
+        self.norm2 = make_norm(cfg.norm, cfg.d_model) if self.ffn is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+        return x + self.ffn(self.norm2(x)) if self.ffn is not None else x
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, state = self.mixer.step(self.norm1(x_t), state)
         x_t = x_t + y
-        return x_t + self.ffn(self.norm2(x_t)), state
+        return (x_t + self.ffn(self.norm2(x_t)) if self.ffn is not None else x_t), state
 
 
 class DecoderLM(nn.Module):
@@ -150,12 +153,16 @@ class DecoderLM(nn.Module):
             x = x + (pe if tokens.dim() == 2 else pe[0])
         return x
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: (B, T) int64 -> logits (B, T, vocab). The head is tied to the embedding."""
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, T) int64 -> final normalised hidden states (B, T, D), before the head."""
         x = self._embed(tokens, 0)  # (B, T, D)
         for block in self.blocks:
             x = block(x)
-        return F.linear(self.norm(x), self.embed.weight)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, T) int64 -> logits (B, T, vocab). The head is tied to the embedding."""
+        return F.linear(self.hidden(tokens), self.embed.weight)
 
     def init_state(self, batch: int) -> dict[str, Any]:
         return {"pos": 0, "layers": [block.mixer.init_state(batch) for block in self.blocks]}

@@ -161,6 +161,7 @@ def write_report(out: str | Path) -> Path:
     lines = [f"# {meta.get('suite', 'run')} report", ""]
     if meta.get("description"):
         lines += [meta["description"].strip(), ""]
+    lines += master_table_section(out, meta)
     lines += ["## Environment", "",
               _md(pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
                                 for k, v in env.items()])), ""]
@@ -237,6 +238,7 @@ def write_report(out: str | Path) -> Path:
         lines += _op_speed_section(df, bench, reference)
     for bench, params in _benchmarks_of_kind(suite, "perplexity").items():
         lines += _perplexity_section(df, out, bench, params)
+    lines += recall_sections(df, out, meta)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
         fits.to_csv(out / "fits.csv", index=False)
@@ -328,3 +330,149 @@ def _plot_curves(df: pd.DataFrame, out: Path, path: Path, bench: str) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# ---- recall benchmarks (mqar, selective_copy, passkey) ----------------------------------------------------------
+
+RECALL_KINDS = ("mqar", "selective_copy", "passkey")
+
+
+def _best_accuracy(df: pd.DataFrame, bench: str) -> pd.DataFrame:
+    """Best-lr ``accuracy`` rows of a recall benchmark (one per cell, and per eval_len for passkey)."""
+    acc = ok_metric(df, "accuracy")
+    acc = acc[acc["benchmark"] == bench]
+    return acc[acc["best"] == True] if "best" in acc else acc  # noqa: E712
+
+
+def _recall_table(df: pd.DataFrame, bench: str, keys: list[str]) -> pd.DataFrame:
+    """mixers x configurations (keys) of the best accuracy; failed cells show their status."""
+    best = _best_accuracy(df, bench)
+    sub = df[df["benchmark"] == bench]
+    failed = sub[sub["status"] != "ok"]
+    label = lambda r: " ".join(f"{k}={int(r[k])}" for k in keys if k in r and pd.notna(r[k]))  # noqa: E731
+    cells: dict[tuple, str] = {}
+    for _, r in best.iterrows():
+        cells[(r["mixer"], label(r))] = f"{r['value']:.3f}"
+    for _, r in failed.iterrows():
+        cells.setdefault((r["mixer"], label(r)), r["status"])
+    if not cells:
+        return pd.DataFrame()
+    mixers = list(dict.fromkeys(m for m, _ in cells))
+    configs = sorted({c for _, c in cells}, key=lambda c: [int(x.split("=")[1]) for x in c.split()])
+    table = pd.DataFrame([[cells.get((m, c), "") for c in configs] for m in mixers], columns=configs)
+    table.insert(0, "mixer", mixers)
+    return table
+
+
+def _recall_plot(data: pd.DataFrame, x: str, facet: list[str], path: Path, title: str, logx: bool,
+                 vline: str | None = None) -> bool:
+    if data.empty:
+        return False
+    groups = list(data.groupby(facet, sort=True)) if facet else [((), data)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+    palette = dict(zip(sorted(data["mixer"].unique()), sns.color_palette("tab10", data["mixer"].nunique())))
+    for ax, (key, d) in zip(axes[0], groups):
+        sns.lineplot(data=d.sort_values(x), x=x, y="value", hue="mixer", style="mixer", markers=True, dashes=False,
+                     ax=ax, palette=palette, errorbar=None, markersize=8, alpha=0.8)
+        if logx:
+            ax.set_xscale("log", base=2)
+        if vline and vline in d:
+            ax.axvline(float(d[vline].iloc[0]), color="grey", ls=":", lw=1)
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set(ylim=(-0.02, 1.02), ylabel="accuracy", xlabel=x,
+               title=", ".join(f"{k}={int(v)}" for k, v in zip(facet, key)))
+        if ax is not axes[0][0] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def recall_sections(df: pd.DataFrame, out: Path, meta: dict) -> list[str]:
+    """Sections of the recall benchmarks: best-lr accuracy tables, every lr, and the plots."""
+    lines: list[str] = []
+    for entry in meta.get("benchmarks", []):
+        kind, bench = entry["kind"], entry.get("name") or entry["kind"]
+        if kind not in RECALL_KINDS or df.empty:
+            continue
+        keys = {"mqar": ["seq_len", "n_pairs", "d_model"], "selective_copy": ["seq_len", "d_model"],
+                "passkey": ["seq_len", "d_model", "eval_len"]}[kind]
+        lines += [f"## Benchmark `{bench}` ({kind})", "",
+                  "Test accuracy of a 2-layer LM per mixer, the best of the learning-rate sweep (every lr is listed "
+                  "below and in results.jsonl with `lr` and `best`); training stops early at the suite's "
+                  "early-stop accuracy." + (" For passkey, seq_len is the training length and eval_len the "
+                                            "evaluated one." if kind == "passkey" else ""), ""]
+        table = _recall_table(df, bench, keys)
+        lines += [_md(table), ""] if not table.empty else ["_(no accuracy measured)_", ""]
+        acc = ok_metric(df, "accuracy")
+        acc = acc[acc["benchmark"] == bench]
+        if not acc.empty:
+            cols = [c for c in ["mixer", *keys, "lr", "value", "best"] if c in acc]
+            steps = ok_metric(df, "train_steps")
+            steps = steps[steps["benchmark"] == bench][["cell_id", "lr", "value"]].rename(columns={"value": "steps"})
+            every = acc.merge(steps, on=["cell_id", "lr"], how="left") if not steps.empty else acc
+            every = every[cols + (["steps"] if "steps" in every else [])].rename(columns={"value": "accuracy"})
+            lines += ["<details><summary>every learning rate</summary>", "", _md(every, floatfmt=".4g"),
+                      "</details>", ""]
+        best = _best_accuracy(df, bench)
+        plots = []
+        if kind == "mqar" and not best.empty:
+            state = ok_metric(df, "state_bytes")
+            state = state[state["benchmark"] == bench][["cell_id", "value"]].rename(columns={"value": "state_bytes"})
+            zoo = best.merge(state, on="cell_id")
+            plots.append((zoo, "state_bytes", ["seq_len", "n_pairs"], "state", True,
+                          f"{bench}: accuracy vs decode-state bytes of one layer (Zoology's figure)"))
+            plots.append((best, "seq_len", ["d_model"], "length", True, f"{bench}: accuracy vs sequence length"))
+        elif kind == "selective_copy" and not best.empty:
+            plots.append((best, "seq_len", ["d_model"], "length", True, f"{bench}: accuracy vs sequence length"))
+        elif kind == "passkey" and not best.empty:
+            plots.append((best, "eval_len", ["seq_len", "d_model"], "length", True,
+                          f"{bench}: accuracy vs evaluated length (dotted: training length)"))
+        for data, x, facet, tag, logx, title in plots:
+            path = out / "plots" / f"{bench}-{tag}.png"
+            if _recall_plot(data, x, [f for f in facet if f in data], path, title, logx,
+                            vline="seq_len" if kind == "passkey" else None):
+                lines += [f"![{bench} {tag}](plots/{path.name})", ""]
+    return lines
+
+
+# ---- the Master Comparison Table (a suite with a `claims` entry) -------------------------------------------------
+
+def master_table_section(out: Path, meta: dict) -> list[str]:
+    """The guide's table with measured columns beside the claimed ones and a verdict per claim (harness.claims)."""
+    import shutil
+
+    from .claims import RunData, evaluate, load_claims, resolve_claims_path
+
+    entries = [e for e in meta.get("benchmarks", []) if e["kind"] == "claims"]
+    if not entries:
+        return []
+    copy = out / "claims.yaml"
+    if not copy.exists():  # the claims the run is checked against stay with the run
+        shutil.copyfile(resolve_claims_path((entries[0].get("params") or {}).get("file")), copy)
+    cf = load_claims(copy)
+    methods, claims = evaluate(RunData.load(out), cf)
+    claims.to_csv(out / "claims.csv", index=False)
+    t = cf.tolerances
+    lines = ["## The guide's Master Comparison Table, measured", "",
+             "The guide's cells beside the figures measured in this run, and a verdict per claim: `holds`, "
+             "`does not hold`, or `not measurable here` (the claims table below says why). Claims, comparisons and "
+             "tolerances come from `claims.yaml` (a copy of the repository's `claims/guide.yaml`).", "",
+             f"- **Exponents** are least-squares slopes of log(figure) on log(n) over the longest lengths of the "
+             f"scaling sweep (`analysis.scaling_fits`, ± its standard error), held to the claimed exponent within "
+             f"± {t.exponent:g}: time = forward `time_s` (FLOPs exponent beside it), prefill memory = forward "
+             "`peak_tensor_bytes`, decode state = `state_bytes` after n tokens. A memory cell is held to the prefill "
+             "exponent or, where the claims file says so (Mamba's O(d)), to the decode-state exponent.",
+             f"- **Quality** = 100 x ppl(standard) / ppl(method), both trained with the same budget and "
+             f"hyperparameters (`perplexity` benchmark; a bidirectional method against a bidirectional standard). "
+             f"\"~X%\" holds within ± {t.quality_points:g} points, \"X%+\" from X - {t.quality_at_least_points:g}.",
+             "- **MQAR accuracy**: best learning rate, mean over the MQAR configurations the method ran (per "
+             "configuration in the `mqar` section). **tokens/s**: forward of one layer at the longest length it ran.",
+             "", _md(methods), "", "### Claims and verdicts", "",
+             "Every claim checked, the figure it is held to, the tolerance, the measured figure and the verdict "
+             "(also in `claims.csv`).", "",
+             _md(claims.drop(columns=["source"])), ""]
+    return lines

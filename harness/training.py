@@ -65,8 +65,12 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def train(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig,
           eval_fn: Callable[[nn.Module], dict] | None = None,
-          stop_fn: Callable[[dict], bool] | None = None) -> TrainResult:
+          stop_fn: Callable[[dict], bool] | None = None,
+          loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
     """Train ``model`` on (inputs, targets) batches for cfg.steps steps.
+
+    ``loss_fn(model, inputs, targets) -> loss`` replaces the default ``lm_loss(model(inputs), targets)`` (the recall
+    tasks compute logits only at their few labelled positions).
 
     ``eval_fn(model) -> dict`` runs every ``eval_every`` steps and at the end (in eval mode, no grad);
     ``stop_fn(eval_dict) -> bool`` may stop early (e.g. at 99% accuracy).
@@ -91,7 +95,7 @@ def train(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
         start = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = lm_loss(model(inputs), targets)
+        loss = loss_fn(model, inputs, targets) if loss_fn else lm_loss(model(inputs), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -100,9 +104,10 @@ def train(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
         train_seconds += time.perf_counter() - start
         result.steps = step + 1
         result.tokens += inputs.numel()
-        result.curve.append({"step": step + 1, "train_loss": float(loss), "lr": lr_at(step, cfg)})
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"training loss is {float(loss)} at step {step + 1}")
+        loss_value = float(loss.detach())
+        result.curve.append({"step": step + 1, "train_loss": loss_value, "lr": lr_at(step, cfg)})
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"training loss is {loss_value} at step {step + 1}")
         if eval_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             entry = evaluate(step + 1)
             if stop_fn and stop_fn(entry):

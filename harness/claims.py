@@ -1,0 +1,479 @@
+"""The guide's claims as data (``claims/guide.yaml``) and their verdicts against a run's measured figures.
+
+``load_claims(path)`` validates the file. ``evaluate(run)`` reads a run directory's rows (``RunData``) and returns
+
+- ``methods``: the Master Comparison Table, one row per method, the guide's cells beside the measured figures
+  (fitted exponents of forward time, FLOPs, prefill memory and decode state; quality; MQAR accuracy; tokens/s at
+  the longest length) and the verdicts of the time, memory and quality cells;
+- ``claims``: one row per claim (the table's cells and the text's claims) with the figure it is held to, the
+  comparison, the tolerance and the verdict.
+
+Figures come from the benchmarks of the run by kind: ``scaling`` (exponents via ``analysis.scaling_fits``, speed-ups,
+tokens/s), ``perplexity`` (``val_ppl``; quality = 100 x ppl(standard) / ppl(method) in the same benchmark entry, so a
+bidirectional method is compared with a bidirectional standard), ``mqar`` (``accuracy`` of the best lr),
+``equivalence`` (``max_rel_diff``). A verdict is ``holds``, ``does not hold`` or ``not measurable here`` (with why).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .analysis import ok_metric, scaling_fits, verdict
+from .env import REPO_ROOT
+
+DEFAULT_CLAIMS = REPO_ROOT / "claims" / "guide.yaml"
+HOLDS, FAILS, NOT_MEASURABLE = "holds", "does not hold", "not measurable here"
+
+
+# ---- the file ---------------------------------------------------------------------------------------------------
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tolerances(_Model):
+    exponent: float = Field(default=0.25, gt=0)
+    quality_points: float = Field(default=3.0, ge=0)
+    quality_at_least_points: float = Field(default=1.0, ge=0)
+
+
+class ComplexityCell(_Model):
+    as_written: str
+    exponent: float
+
+
+class MemoryCell(ComplexityCell):
+    measured_as: Literal["prefill", "decode_state"] = "prefill"
+
+
+class QualityCell(_Model):
+    as_written: str
+    percent: float
+    kind: Literal["approx", "at_least", "reference"]
+    tolerance: float | None = Field(default=None, ge=0)  # None: the file's quality tolerance for the kind
+
+
+class MethodRow(_Model):
+    method: str  # registry name
+    name: str  # as the guide writes it
+    attention: Literal["causal", "bidirectional"] = "causal"
+    time: ComplexityCell
+    memory: MemoryCell
+    quality: QualityCell
+    best_for: str = ""
+
+
+CHECK_FIELDS = {  # check -> fields it needs
+    "exponent": ("metric", "mode", "exponent"),
+    "same_outputs": ("metric", "against", "tolerance_by_dtype"),
+    "speedup": ("metric", "mode", "against", "range", "relative_tolerance"),
+    "below": ("metric", "against", "margin"),
+    "ordering": ("metric", "methods", "margin"),
+}
+
+
+class Claim(_Model):
+    id: str
+    method: str
+    text: str
+    source: str = ""
+    check: Literal["exponent", "same_outputs", "speedup", "below", "ordering"]
+    benchmark: str  # the benchmark kind whose rows hold the figure
+    metric: str | None = None
+    mode: str | None = None
+    exponent: float | None = None
+    against: str | None = None
+    tolerance_by_dtype: dict[str, float] | None = None
+    range: tuple[float, float] | None = None
+    relative_tolerance: float | None = Field(default=None, ge=0)
+    at: Literal["longest"] = "longest"
+    margin: float | None = None
+    reference_min: float | None = None  # below: the reference must reach this, or the task was not learnt at all
+    methods: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _has_what_its_check_needs(self):
+        missing = [f for f in CHECK_FIELDS[self.check] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"claim {self.id!r} ({self.check}) needs {missing}")
+        return self
+
+
+class ClaimsFile(_Model):
+    tolerances: Tolerances = Field(default_factory=Tolerances)
+    methods: list[MethodRow]
+    claims: list[Claim] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [m.method for m in self.methods]
+        ids = [c.id for c in self.claims]
+        for what, items in (("method", names), ("claim id", ids)):
+            dupes = sorted({x for x in items if items.count(x) > 1})
+            if dupes:
+                raise ValueError(f"repeated {what}(s): {dupes}")
+        return self
+
+    def method(self, name: str) -> MethodRow | None:
+        return next((m for m in self.methods if m.method == name), None)
+
+
+def resolve_claims_path(path: str | Path | None) -> Path:
+    """A claims file named in a suite: absolute, or relative to the repository root."""
+    if not path:
+        return DEFAULT_CLAIMS
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def load_claims(path: str | Path | None = None) -> ClaimsFile:
+    path = resolve_claims_path(path)
+    return ClaimsFile.model_validate(yaml.safe_load(path.read_text()))
+
+
+# ---- the run's figures --------------------------------------------------------------------------------------------
+
+@dataclass
+class RunData:
+    df: pd.DataFrame
+    suite: dict  # the resolved suite (suite.yaml's "suite" mapping)
+    specs: dict
+    _fits: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: str | Path) -> "RunData":
+        from .results import load_results
+
+        out = Path(out)
+        suite = yaml.safe_load((out / "suite.yaml").read_text()) if (out / "suite.yaml").exists() else {}
+        specs = json.loads((out / "specs.json").read_text()) if (out / "specs.json").exists() else {}
+        return cls(load_results(out), suite.get("suite", {}), specs)
+
+    def entries(self, kind: str) -> list[tuple[str, dict]]:
+        """(label, params) of the suite's benchmark entries of a kind."""
+        return [(e.get("name") or e["kind"], e.get("params") or {}) for e in self.suite.get("benchmarks", [])
+                if e["kind"] == kind]
+
+    def scaling_labels(self, attention: str) -> list[str]:
+        """Labels of the scaling entries that measure with causal (default) or bidirectional attention."""
+        return [label for label, p in self.entries("scaling") if p.get("attention", "causal") == attention]
+
+    def rows(self, kind: str, label: str | None = None) -> pd.DataFrame:
+        labels = [label] if label else [lab for lab, _ in self.entries(kind)]
+        if self.df.empty or "benchmark" not in self.df:
+            return self.df.iloc[0:0]
+        return self.df[self.df["benchmark"].isin(labels)]
+
+    def why_missing(self, kind: str, method: str) -> str:
+        """Why a method has no usable figure from the benchmarks of a kind."""
+        if not self.entries(kind):
+            return f"no `{kind}` benchmark in this run"
+        rows = self.rows(kind)
+        mine = rows[rows["mixer"] == method] if not rows.empty else rows
+        if mine.empty:
+            return f"{method} not run by the `{kind}` benchmark"
+        if (mine["status"] == "missing").all():
+            return f"{method} is not registered in this build"
+        failed = mine[mine["status"] != "ok"]
+        if len(failed) == len(mine):
+            first = failed.iloc[0]
+            return f"{method}'s `{kind}` cells: {first['status']} ({first.get('error') or ''})".strip()
+        return f"{method}: no usable `{kind}` figure"
+
+    def fits(self, tolerance: float) -> pd.DataFrame:
+        """Exponent fits of every scaling entry (``analysis.scaling_fits`` with each entry's last_points)."""
+        if tolerance not in self._fits:
+            params = {label: {"last_points": p.get("fit", {}).get("last_points", 3), "tolerance": tolerance}
+                      for label, p in self.entries("scaling")}
+            self._fits[tolerance] = scaling_fits(self.rows("scaling"), self.specs, params) if params else pd.DataFrame()
+        return self._fits[tolerance]
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "-"
+    return format(float(format(x, spec)) + 0.0, spec)  # no "-0.00"
+
+
+@dataclass
+class Figure:
+    """A measured figure (or why there is none) and the text that shows it."""
+    value: float | None
+    text: str
+    detail: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance: float,
+                    attention: str = "causal") -> Figure:
+    """The fitted exponent of a method's metric in the scaling entries of its attention (causal or bidirectional)."""
+    fits = run.fits(tolerance)
+    if not fits.empty:
+        f = fits[(fits["mixer"] == method) & (fits["metric"] == metric) & (fits["mode"] == mode)
+                 & fits["benchmark"].isin(run.scaling_labels(attention))]
+        f = f[f["exponent"].notna()]
+        if not f.empty:
+            r = f.iloc[0]
+            se = "" if pd.isna(r["stderr"]) else f" ± {r['stderr']:.2f}"
+            shown = round(float(r["exponent"]), 2) + 0.0  # no "-0.00"
+            return Figure(float(r["exponent"]), f"{shown:.2f}{se} (n {r['n_range']})",
+                          {"benchmark": r["benchmark"], "r2": r["r2"], "n_range": r["n_range"]})
+    reason = run.why_missing("scaling", method)
+    rows = run.rows("scaling")
+    if not rows.empty and "not registered" not in reason:
+        mine = rows[(rows["mixer"] == method) & rows["benchmark"].isin(run.scaling_labels(attention))]
+        mine = mine[mine["mode"] == mode]
+        failed = mine[mine["status"] != "ok"]
+        if mine.empty:
+            reason = f"{method} not run in {mode} mode by a {attention} `scaling` entry"
+        elif not ok_metric(mine, metric).empty:
+            reason = f"fewer than 2 lengths of {metric} ({mode}) to fit"
+        elif not failed.empty:
+            reason = f"{method}'s {mode} cells: {failed.iloc[0]['status']} ({failed.iloc[0].get('error') or ''})"
+        else:
+            reason = f"no {metric} measured ({mode})"
+    return Figure(None, "-", reason=reason)
+
+
+def tokens_per_s_at_longest(run: RunData, method: str, attention: str = "causal") -> Figure:
+    rows = ok_metric(run.rows("scaling"), "tokens_per_s")
+    if not rows.empty:
+        rows = rows[rows["benchmark"].isin(run.scaling_labels(attention))]
+    rows = rows[(rows["mixer"] == method) & (rows["mode"] == "forward")] if not rows.empty else rows
+    if rows.empty:
+        return Figure(None, "-", reason=run.why_missing("scaling", method))
+    r = rows.sort_values("seq_len").iloc[-1]
+    return Figure(float(r["value"]), f"{r['value'] / 1e3:.4g}k (n={int(r['seq_len'])})", {"seq_len": int(r["seq_len"])})
+
+
+def _best_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the best learning rate when the benchmark marks one (``best``), else all rows."""
+    if "best" in rows and rows["best"].notna().any():
+        return rows[rows["best"] == True]  # noqa: E712 - a column of True/False/None
+    return rows
+
+
+PPL_KEYS = ["benchmark", "mode", "seq_len", "batch", "d_model", "n_heads", "dtype"]
+
+
+def perplexity_quality(run: RunData, method: str) -> Figure:
+    """quality = 100 x ppl(standard) / ppl(method), per-byte validation perplexities of the best learning rate,
+    against the standard cell of the same perplexity entry, objective (``mode``: causal_lm, or masked_lm for a
+    bidirectional-only method) and shape: the definition of ``analysis.quality_table`` of the perplexity benchmark."""
+    rows = _best_rows(ok_metric(run.rows("perplexity"), "val_ppl"))
+    if not rows.empty:
+        keys = [k for k in PPL_KEYS if k in rows]
+        mine = rows[rows["mixer"] == method]
+        ref = rows[rows["mixer_name"] == "standard"][keys + ["value"]].rename(columns={"value": "ref"})
+        merged = mine.merge(ref, on=keys)
+        if not mine.empty and merged.empty:
+            return Figure(None, "-", reason=f"no standard perplexity with {method}'s objective and shape")
+        if not merged.empty:
+            r = merged.sort_values("seq_len").iloc[-1]  # the longest context if several
+            ppl, ref_ppl = float(r["value"]), float(r["ref"])
+            q = 100.0 * ref_ppl / ppl
+            return Figure(q, f"{q:.1f}% (ppl {ppl:.3g} vs {ref_ppl:.3g}, {r['mode']})",
+                          {"benchmark": r["benchmark"], "ppl": ppl, "ref_ppl": ref_ppl})
+    return Figure(None, "-", reason=run.why_missing("perplexity", method))
+
+
+MQAR_KEYS = ["seq_len", "n_pairs", "d_model"]
+
+
+def mqar_accuracies(run: RunData, method: str) -> pd.DataFrame:
+    """Best-lr accuracy of a method per (seq_len, n_pairs, d_model)."""
+    rows = _best_rows(ok_metric(run.rows("mqar"), "accuracy"))
+    if rows.empty:
+        return rows
+    rows = rows[rows["mixer"] == method]
+    keys = [k for k in MQAR_KEYS if k in rows]
+    return rows.groupby(keys, as_index=False)["value"].max()
+
+
+def mqar_accuracy(run: RunData, method: str) -> Figure:
+    acc = mqar_accuracies(run, method)
+    if acc.empty:
+        return Figure(None, "-", reason=run.why_missing("mqar", method))
+    mean = float(acc["value"].mean())
+    text = f"{mean:.3f}" if len(acc) == 1 else f"{mean:.3f} (mean of {len(acc)}; {acc['value'].min():.2f}-" \
+                                                f"{acc['value'].max():.2f})"
+    return Figure(mean, text, {"configs": len(acc)})
+
+
+# ---- verdicts -----------------------------------------------------------------------------------------------------
+
+def _claim_row(cid: str, method: str, text: str, held_to: str, tolerance: str, fig: Figure, verdict_: str,
+               source: str = "") -> dict[str, Any]:
+    return {"id": cid, "method": method, "claim": text, "source": source, "held to": held_to,
+            "tolerance": tolerance, "measured": fig.text, "verdict": verdict_,
+            "why": fig.reason if verdict_ == NOT_MEASURABLE else ""}
+
+
+def _exp_verdict(fig: Figure, claimed: float, tol: float) -> str:
+    return verdict(fig.value, claimed, tol) if fig.value is not None else NOT_MEASURABLE
+
+
+def quality_verdict(q: QualityCell, fig: Figure, tol: Tolerances) -> tuple[str, str, Figure]:
+    """(verdict, tolerance text, figure) of a quality cell."""
+    if q.kind == "reference":
+        ref = Figure(None, "100% (reference)", reason="the reference of quality: 100% by definition")
+        return NOT_MEASURABLE, "-", ref
+    if q.kind == "approx":
+        t = q.tolerance if q.tolerance is not None else tol.quality_points
+        text = f"abs(q - {q.percent:g}) <= {t:g} points"
+        if fig.value is None:
+            return NOT_MEASURABLE, text, fig
+        return (HOLDS if abs(fig.value - q.percent) <= t else FAILS), text, fig
+    t = q.tolerance if q.tolerance is not None else tol.quality_at_least_points
+    text = f"q >= {q.percent:g} - {t:g} points"
+    if fig.value is None:
+        return NOT_MEASURABLE, text, fig
+    return (HOLDS if fig.value >= q.percent - t else FAILS), text, fig
+
+
+def check_claim(run: RunData, c: Claim, cf: ClaimsFile) -> dict[str, Any]:
+    tol = cf.tolerances
+    if c.check == "exponent":
+        fig = fitted_exponent(run, c.method, c.metric, c.mode, tol.exponent)
+        return _claim_row(c.id, c.method, c.text, f"exponent of {c.metric} ({c.mode}) = {c.exponent:g}",
+                          f"± {tol.exponent:g}", fig, _exp_verdict(fig, c.exponent, tol.exponent), c.source)
+    if c.check == "same_outputs":
+        rows = ok_metric(run.rows(c.benchmark), c.metric)
+        rows = rows[(rows["mixer"] == c.method) & (rows["mode"] == "forward")] if not rows.empty else rows
+        held = f"largest {c.metric} against {c.against} (forward) over the measured lengths"
+        if rows.empty:
+            fig = Figure(None, "-", reason=run.why_missing(c.benchmark, c.method))
+            return _claim_row(c.id, c.method, c.text, held, "-", fig, NOT_MEASURABLE, c.source)
+        dtype = str(rows.iloc[0]["dtype"])
+        t = c.tolerance_by_dtype.get(dtype)
+        worst = float(rows["value"].max())
+        fig = Figure(worst, f"{worst:.2e} ({dtype}, n {int(rows['seq_len'].min())}-{int(rows['seq_len'].max())})")
+        if t is None:
+            fig.reason = f"no tolerance for {dtype} in the claims file"
+            return _claim_row(c.id, c.method, c.text, held, "-", fig, NOT_MEASURABLE, c.source)
+        return _claim_row(c.id, c.method, c.text, held, f"<= {t:g} ({dtype})", fig,
+                          HOLDS if worst <= t else FAILS, c.source)
+    if c.check == "speedup":
+        return _speedup(run, c)
+    if c.check == "below":
+        return _below(run, c)
+    return _ordering(run, c)
+
+
+def _speedup(run: RunData, c: Claim) -> dict[str, Any]:
+    lo, hi = c.range
+    rt = c.relative_tolerance
+    held = f"t_{c.against} / t_{c.method}, {c.metric} ({c.mode}) at the longest common length"
+    tol_text = f"within [{lo * (1 - rt):.3g}, {hi * (1 + rt):.3g}] ({lo:g}-{hi:g}x ± {rt:.0%})"
+    times = ok_metric(run.rows(c.benchmark), c.metric)
+    if not times.empty:
+        times = times[(times["mode"] == c.mode) & times["benchmark"].isin(run.scaling_labels("causal"))]
+    keys = ["benchmark", "seq_len", "batch", "d_model", "n_heads", "dtype"]
+    mine = times[times["mixer"] == c.method] if not times.empty else times
+    base = times[times["mixer"] == c.against] if not times.empty else times
+    merged = mine[keys + ["value"]].merge(base[keys + ["value"]], on=keys, suffixes=("", "_ref")) \
+        if not mine.empty and not base.empty else pd.DataFrame()
+    if merged.empty:
+        reason = run.why_missing(c.benchmark, c.method) if mine.empty else run.why_missing(c.benchmark, c.against)
+        return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(None, "-", reason=reason), NOT_MEASURABLE,
+                          c.source)
+    merged = merged.sort_values("seq_len")
+    merged["speedup"] = merged["value_ref"] / merged["value"]
+    last = merged.iloc[-1]
+    s = float(last["speedup"])
+    others = ", ".join(f"{int(r.seq_len)}: {r.speedup:.2f}x" for r in merged.iloc[-4:-1].itertuples())
+    fig = Figure(s, f"{s:.2f}x at n={int(last['seq_len'])}" + (f" (n={others})" if others else ""))
+    ok = lo * (1 - rt) <= s <= hi * (1 + rt)
+    if not ok and s > hi * (1 + rt):
+        fig.text += "; faster than claimed"
+    return _claim_row(c.id, c.method, c.text, held, tol_text, fig, HOLDS if ok else FAILS, c.source)
+
+
+def _below(run: RunData, c: Claim) -> dict[str, Any]:
+    held = f"mean {c.metric} ({c.benchmark}, best lr) over configurations run by both, vs {c.against}"
+    tol_text = f"{c.against} - {c.method} > {c.margin:g}"
+    mine, ref = mqar_accuracies(run, c.method), mqar_accuracies(run, c.against)
+    if mine.empty or ref.empty:
+        reason = run.why_missing(c.benchmark, c.method if mine.empty else c.against)
+        return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(None, "-", reason=reason), NOT_MEASURABLE,
+                          c.source)
+    keys = [k for k in MQAR_KEYS if k in mine and k in ref]
+    merged = mine.merge(ref, on=keys, suffixes=("", "_ref"))
+    if merged.empty:
+        fig = Figure(None, "-", reason=f"{c.method} and {c.against} share no configuration")
+        return _claim_row(c.id, c.method, c.text, held, tol_text, fig, NOT_MEASURABLE, c.source)
+    a, b = float(merged["value"].mean()), float(merged["value_ref"].mean())
+    fig = Figure(b - a, f"{c.method} {a:.3f} vs {c.against} {b:.3f} (difference {b - a:+.3f}, {len(merged)} configs)")
+    if c.reference_min is not None:
+        tol_text += f"; {c.against} >= {c.reference_min:g}"
+        if b < c.reference_min:  # the baseline itself did not learn the task: a gap would say nothing about recall
+            fig.reason = f"{c.against} reached {b:.3f} < {c.reference_min:g}: the task was not learnt within the budget"
+            return _claim_row(c.id, c.method, c.text, held, tol_text, fig, NOT_MEASURABLE, c.source)
+    return _claim_row(c.id, c.method, c.text, held, tol_text, fig, HOLDS if b - a > c.margin else FAILS, c.source)
+
+
+def _ordering(run: RunData, c: Claim) -> dict[str, Any]:
+    held = f"{c.metric} " + " > ".join(c.methods)
+    tol_text = f"each above the next by > {c.margin:g}"
+    figs = {m: perplexity_quality(run, m) for m in c.methods}
+    missing = [m for m, f in figs.items() if f.value is None]
+    text = ", ".join(f"{m} {f.value:.1f}%" if f.value is not None else f"{m} -" for m, f in figs.items())
+    if missing:
+        fig = Figure(None, text, reason="; ".join(figs[m].reason for m in missing))
+        return _claim_row(c.id, c.method, c.text, held, tol_text, fig, NOT_MEASURABLE, c.source)
+    values = [figs[m].value for m in c.methods]
+    ok = all(x - y > c.margin for x, y in zip(values, values[1:]))
+    return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(values[0], text), HOLDS if ok else FAILS,
+                      c.source)
+
+
+def evaluate(run: RunData, cf: ClaimsFile) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(methods table, claims table) for a run. See the module docstring."""
+    tol = cf.tolerances
+    methods, claims = [], []
+    for m in cf.methods:
+        t = fitted_exponent(run, m.method, "time_s", "forward", tol.exponent, m.attention)
+        flops = fitted_exponent(run, m.method, "flops", "forward", tol.exponent, m.attention)
+        prefill = fitted_exponent(run, m.method, "peak_tensor_bytes", "forward", tol.exponent, m.attention)
+        state = fitted_exponent(run, m.method, "state_bytes", "decode", tol.exponent, m.attention)
+        mem = prefill if m.memory.measured_as == "prefill" else state
+        t_v, m_v = _exp_verdict(t, m.time.exponent, tol.exponent), _exp_verdict(mem, m.memory.exponent, tol.exponent)
+        q_v, q_tol, q_fig = quality_verdict(m.quality, perplexity_quality(run, m.method), tol)
+        mqar = mqar_accuracy(run, m.method)
+        tps = tokens_per_s_at_longest(run, m.method, m.attention)
+        registered = not (not run.df.empty and "mixer" in run.df
+                          and (run.df[run.df["mixer"] == m.method]["status"] == "missing").any())
+        methods.append({
+            "method": m.name + ("" if registered else " (missing)"),
+            "time (guide)": m.time.as_written, "time exp. claimed": f"{m.time.exponent:g}",
+            "time exp. measured": t.text if t.value is not None else "-",
+            "FLOPs exp.": _fmt(flops.value), "time verdict": t_v,
+            "memory (guide)": m.memory.as_written,
+            "memory exp. claimed": f"{m.memory.exponent:g} ({m.memory.measured_as})",
+            "prefill-memory exp.": prefill.text if prefill.value is not None else "-",
+            "decode-state exp.": state.text if state.value is not None else "-",
+            "memory verdict": m_v,
+            "quality (guide)": m.quality.as_written, "quality measured": q_fig.text, "quality verdict": q_v,
+            "MQAR accuracy": mqar.text, "tokens/s at longest n": tps.text,
+        })
+        claims.append(_claim_row(f"{m.method}_time", m.method, f"time {m.time.as_written}",
+                                 f"exponent of forward time_s = {m.time.exponent:g}", f"± {tol.exponent:g}", t, t_v,
+                                 "Master Comparison Table"))
+        held = ("exponent of forward peak_tensor_bytes" if m.memory.measured_as == "prefill"
+                else "exponent of decode state_bytes")
+        claims.append(_claim_row(f"{m.method}_memory", m.method, f"memory {m.memory.as_written}",
+                                 f"{held} = {m.memory.exponent:g}", f"± {tol.exponent:g}", mem, m_v,
+                                 "Master Comparison Table"))
+        claims.append(_claim_row(f"{m.method}_quality", m.method, f"quality {m.quality.as_written}",
+                                 "100 x ppl(standard) / ppl(method), same budget", q_tol, q_fig, q_v,
+                                 "Master Comparison Table"))
+    for c in cf.claims:
+        claims.append(check_claim(run, c, cf))
+    return pd.DataFrame(methods), pd.DataFrame(claims)
