@@ -102,13 +102,9 @@ def cmd_run(args) -> int:
             print(c.cell_id)
         print(f"{len(cells)} cells on {device} (dry run: nothing measured)")
         return 0
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
         summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, resume=bool(args.resume),
-                            progress=not args.no_progress, cpu_allocator=args.cpu_allocator)
+                            progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads)
     except KeyboardInterrupt:
         print(f"\ninterrupted: completed cells are saved in {out}/results.jsonl; finish the run with:\n"
               f"  python -m harness run {args.suite} --out {out} --resume", file=sys.stderr)
@@ -192,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="OUT",
                    help="complete an interrupted run: rerun only cells without results")
     s.add_argument("--dry-run", action="store_true", help="print the cells and exit")
-    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    s.add_argument("--threads", type=int, help="torch intra-op threads (default: the suite's timing.cpu_threads on CPU, else torch's choice)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--cpu-allocator", choices=["caching", "system"], default="caching",
                    help="caching (default): keep freed CPU memory for reuse, as CUDA does; system: glibc defaults")

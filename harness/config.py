@@ -75,6 +75,9 @@ class BenchmarkEntry(Strict):
     sweep: Sweep = Field(default_factory=Sweep)
     profiles: dict[Literal[DEVICE_TYPES], SweepOverride] = Field(default_factory=dict)  # type: ignore[valid-type]
     params: dict[str, Any] = Field(default_factory=dict)
+    # CPU threads for this entry's cells, overriding the suite's timing.cpu_threads (e.g. "all" for training
+    # benchmarks in a suite whose scaling entries time one thread)
+    cpu_threads: PositiveInt | Literal["all"] | None = None
 
     @property
     def label(self) -> str:
@@ -99,6 +102,9 @@ class Timing(Strict):
     min_run_time_s: PositiveFloat = 0.2
     min_repeats: PositiveInt = 5
     max_time_s: PositiveFloat = 10.0
+    # torch intra-op threads for CPU runs (None or "all": torch's default, every core). 1 makes a scaling exponent measure the
+    # algorithm rather than how much better two threads split a larger tensor; `run --threads` overrides it.
+    cpu_threads: PositiveInt | Literal["all"] | None = None
 
 
 class Suite(Strict):

@@ -95,7 +95,10 @@ def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device) -> di
 
 def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None = None,
               only: str | None = None, resume: bool = False, progress: bool = True,
-              write_report: bool = True, cpu_allocator: str = "caching") -> RunSummary:
+              write_report: bool = True, cpu_allocator: str = "caching",
+              threads: int | None = None) -> RunSummary:
+    """Run every planned cell not yet in OUT/results.jsonl. ``threads`` (CPU) overrides the suite's
+    ``timing.cpu_threads``; the thread count that ran is in env.json and in every row."""
     started = time.perf_counter()
     out = Path(out)
     results_path = out / "results.jsonl"
@@ -109,6 +112,16 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
     env_path = out / "env.json"
     old_env = json.loads(env_path.read_text()) if resume and env_path.exists() else {}
     run_id = old_env.get("run_id") or f"{suite.suite}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    default_threads = torch.get_num_threads()
+
+    def threads_for(entry_threads) -> int:
+        """--threads, else the entry's cpu_threads, else the suite's timing.cpu_threads, else torch's default."""
+        if device.type != "cpu":
+            return default_threads
+        chosen = threads or entry_threads or suite.timing.cpu_threads or "all"
+        return default_threads if chosen == "all" else chosen
+
+    torch.set_num_threads(threads_for(None))
     allocator = configure_cpu_allocator(cpu_allocator) if device.type == "cpu" else "cuda caching allocator"
     env = {"run_id": run_id, **collect_env(device), "allocator": allocator,
            "matmul_peak_flops": _matmul_peaks(cells, device)}
@@ -136,6 +149,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
     ctx = RunContext(device=device, timing=suite.timing, matmul_peak=env["matmul_peak_flops"], out=out,
                      suite_dir=Path(suite_path).resolve().parent if suite_path else None)
     benches = {e.label: BENCHMARKS.get(e.kind)(e, suite, device) for e in suite.benchmarks}
+    entries = {e.label: e for e in suite.benchmarks}
     summary = RunSummary(out=out, cells=len(cells), ran=0, reused=len([c for c in cells if c.cell_id in done]))
     todo = [c for c in cells if c.cell_id not in done]
 
@@ -143,6 +157,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
     try:
         for cell in todo:
             bar.set_description(f"{cell.mixer} {cell.mode} n={cell.seq_len}")
+            torch.set_num_threads(threads_for(entries[cell.benchmark].cpu_threads))
             rows = _run_one(cell, benches[cell.benchmark], ctx, failed_at, suite)
             base = _row_base(run_id, suite, cell, device)
             full = [{**base, **row, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} for row in rows]
@@ -156,6 +171,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
             bar.set_postfix({k: v for k, v in summary.statuses.items()}, refresh=False)
     finally:
         bar.close()
+        torch.set_num_threads(default_threads)
         summary.seconds = time.perf_counter() - started
     if write_report:
         from .report import write_report

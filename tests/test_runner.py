@@ -130,6 +130,26 @@ def test_rows_carry_the_cell_and_environment(tmp_path):
     assert (tmp_path / "suite.yaml").exists() and (tmp_path / "specs.json").exists()
 
 
+def test_suite_cpu_threads_set_the_thread_count_and_are_recorded(tmp_path):
+    before = torch.get_num_threads()
+    s = Suite.model_validate({**suite(["linear"], seq_lens=(32,)).model_dump(),
+                              "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "cpu_threads": 1}})
+    try:
+        run_suite(s, tmp_path / "suite", CPU, progress=False, write_report=False)
+        assert json.loads((tmp_path / "suite" / "env.json").read_text())["torch_threads"] == 1
+        assert {r["threads"] for r in read_rows(tmp_path / "suite" / "results.jsonl")} == {1}
+        run_suite(s, tmp_path / "cli", CPU, progress=False, write_report=False, threads=2)  # --threads overrides
+        assert json.loads((tmp_path / "cli" / "env.json").read_text())["torch_threads"] == 2
+        entry = {**s.benchmarks[0].model_dump(), "name": "two", "cpu_threads": 2}  # an entry overrides the suite
+        mixed = Suite.model_validate({**s.model_dump(), "benchmarks": [s.benchmarks[0].model_dump(), entry]})
+        run_suite(mixed, tmp_path / "entry", CPU, progress=False, write_report=False)
+        rows = read_rows(tmp_path / "entry" / "results.jsonl")
+        assert {r["benchmark"]: r["threads"] for r in rows} == {"scaling": 1, "two": 2}
+        assert torch.get_num_threads() == before, "the run restores the process's thread count"
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_unavailable_backend_is_a_skipped_cell(tmp_path):
     s = suite([{"name": "flash", "label": "flash_cudnn", "impl": "sdpa_cudnn"}], seq_lens=(32,))
     run_suite(s, tmp_path, CPU, progress=False, write_report=False)

@@ -45,17 +45,19 @@ class OpImpl:
 class Op:
     name: str
     make_inputs: InputMaker
+    fast: str = "chunk"  # the name of our fast form: what `op_speed` divides by and a scaling `scope: operator` runs
     impls: dict[str, OpImpl] = field(default_factory=dict)
 
 
 OPS: Registry[Op] = Registry("op")
 
 
-def register_op(name: str) -> Callable[[InputMaker], InputMaker]:
-    """Decorate ``make_inputs(B, T, H, D, dtype, device, generator) -> dict of keyword arguments``."""
+def register_op(name: str, *, fast: str = "chunk") -> Callable[[InputMaker], InputMaker]:
+    """Decorate ``make_inputs(B, T, H, D, dtype, device, generator) -> dict of keyword arguments``; ``fast`` names
+    the implementation that is our fast form ("chunk" for chunkwise-parallel ops, "blocked" for block-local ones)."""
 
     def wrap(make_inputs: InputMaker) -> InputMaker:
-        OPS.register(name, Op(name, make_inputs))
+        OPS.register(name, Op(name, make_inputs, fast))
         return make_inputs
 
     return wrap

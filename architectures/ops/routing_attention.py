@@ -125,3 +125,32 @@ def routing_attention(u: torch.Tensor, v: torch.Tensor, clusters: torch.Tensor, 
     inv = torch.argsort(order, dim=-1)  # slot of each position
     out = o.gather(2, inv[..., None].expand(B, H, T, Dv))  # (B, H, T, Dv) back to positions
     return out.permute(0, 2, 1, 3)  # (B, T, H, Dv)
+
+
+# ---- catalogue entries (op_speed, and the operator-scope scaling entry of long_context) -----------------------------
+from .catalog import register_op, register_op_impl  # noqa: E402
+
+
+@register_op("clustering", fast="blocked")
+def make_routing_inputs(B: int, T: int, H: int, D: int, dtype: torch.dtype, device: torch.device,
+                        generator: torch.Generator) -> dict:
+    """Normalised shared query-keys u and values v (B, T, H, D), and k = round(sqrt(T)) unit centroids per head
+    (the clustering mixer's defaults): the op assigns clusters (O(n k d)) and attends within them (O(n w d),
+    w = ceil(T / k))."""
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device, dtype)
+    k = max(1, round(math.sqrt(T)))
+    return {"u": normalize(randn(B, T, H, D)), "v": randn(B, T, H, D),
+            "centroids": F.normalize(randn(H, k, D), dim=-1), "window": -(-T // k)}
+
+
+@register_op_impl("clustering", "blocked", source="ours")
+def _routing_blocked(inputs: dict) -> torch.Tensor:
+    clusters = assign_clusters(inputs["u"], inputs["centroids"])
+    return routing_attention(inputs["u"], inputs["v"], clusters, window=inputs["window"], causal=True)
+
+
+@register_op_impl("clustering", "naive", source="ours")
+def _routing_naive(inputs: dict) -> torch.Tensor:
+    clusters = assign_clusters(inputs["u"], inputs["centroids"])
+    return naive_routing_attention(inputs["u"], inputs["v"], clusters, window=inputs["window"], causal=True)

@@ -45,3 +45,26 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     out = scores.softmax(dim=-1) @ v2  # (B, H, nb, w, D)
     out = out.permute(0, 2, 3, 1, 4).reshape(B, n_blocks * w, H, D)  # (B, nb*w, H, D)
     return out[:, :T]
+
+
+# ---- catalogue entries (op_speed, and the operator-scope scaling entry of long_context) -----------------------------
+from .catalog import register_op, register_op_impl  # noqa: E402
+
+
+@register_op("sliding_window", fast="blocked")
+def make_window_inputs(B: int, T: int, H: int, D: int, dtype: torch.dtype, device: torch.device,
+                       generator: torch.Generator) -> dict:
+    """Gaussian q, k, v (B, T, H, D) and the mixer's default window, 128 (T // 4 on short inputs, so the band shows)."""
+    def randn():
+        return torch.randn(B, T, H, D, generator=generator, dtype=torch.float32).to(device, dtype)
+    return {"q": randn(), "k": randn(), "v": randn(), "window": min(128, max(1, T // 4))}
+
+
+@register_op_impl("sliding_window", "blocked", source="ours")
+def _window_blocked(inputs: dict) -> torch.Tensor:
+    return sliding_window_attention(**inputs)
+
+
+@register_op_impl("sliding_window", "naive", source="ours")
+def _window_naive(inputs: dict) -> torch.Tensor:
+    return naive_sliding_window_attention(**inputs)

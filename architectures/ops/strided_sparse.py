@@ -85,3 +85,26 @@ def strided_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     out[:, :, 1:] += w_prev[:, :, 1:] @ vg[:, :, :-1]
     out = out.permute(0, 2, 3, 1, 4).reshape(B, nb * l, H, D)  # (B, nb*l, H, D), back to positions
     return out[:, :T]
+
+
+# ---- catalogue entries (op_speed, and the operator-scope scaling entry of long_context) -----------------------------
+from .catalog import register_op, register_op_impl  # noqa: E402
+
+
+@register_op("sparse_transformer", fast="blocked")
+def make_strided_inputs(B: int, T: int, H: int, D: int, dtype: torch.dtype, device: torch.device,
+                        generator: torch.Generator) -> dict:
+    """Gaussian q, k, v (B, T, H, D) and the paper's stride ceil(sqrt(T))."""
+    def randn():
+        return torch.randn(B, T, H, D, generator=generator, dtype=torch.float32).to(device, dtype)
+    return {"q": randn(), "k": randn(), "v": randn(), "stride": default_stride(T)}
+
+
+@register_op_impl("sparse_transformer", "blocked", source="ours")
+def _strided_blocked(inputs: dict) -> torch.Tensor:
+    return strided_sparse_attention(**inputs)
+
+
+@register_op_impl("sparse_transformer", "naive", source="ours")
+def _strided_naive(inputs: dict) -> torch.Tensor:
+    return naive_strided_sparse_attention(**inputs)

@@ -5,7 +5,7 @@ registered implementation (ours: the fast form and the naive loop; other project
 same inputs of shape (batch, seq_len, n_heads, d_model // n_heads). A cell is one implementation at one length; an
 implementation whose package is not installed is a skipped cell. Rows: ``time_s`` (median, quartiles beside it),
 ``tokens_per_s``, and ``source`` / ``op_impl`` extras. The report shows each implementation's time relative to the
-suite's ``reference_impl`` (ours, "chunk" by default).
+suite's ``reference_impl`` (by default each op's own fast form: "chunk", "blocked", ...).
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from . import Benchmark, Cell, RunContext, SkipCell, metric, register_benchmark
 class OpSpeedParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     impls: list[str] = Field(default=["*"], min_length=1)  # globs over implementation names
-    reference_impl: str = "chunk"  # the report divides every time by this implementation's
+    # the report divides every time by this implementation's; None: each op's own fast form (its catalogue `fast`)
+    reference_impl: str | None = None
 
 
 @register_benchmark("op_speed")
@@ -68,7 +69,8 @@ class OpSpeed(Benchmark):
         t = ctx.timing
         timing = time_callable(fn, ctx.device, warmup=t.warmup, min_run_time=t.min_run_time_s,
                                min_repeats=t.min_repeats, max_time=t.max_time_s)
-        extra = {"source": impl.source, "op": op.name, "notes": impl.notes}
+        extra = {"source": impl.source, "op": op.name, "notes": impl.notes,
+                 "reference_impl": self.params.reference_impl or op.fast}
         return [metric("time_s", timing.median_s, "s", q1_s=timing.q1_s, q3_s=timing.q3_s, iqr_s=timing.iqr_s,
                        repeats=timing.repeats, number_per_run=timing.number_per_run, timer=timing.timer, **extra),
                 metric("tokens_per_s", cell.batch * cell.seq_len / timing.median_s, "tok/s", **extra)]

@@ -5,6 +5,11 @@ Modes (``seq_len`` = n):
 - ``train``: forward and backward (a fixed random output gradient), gradients reset each call.
 - ``decode``: one ``step`` for one new token with a state (KV cache or recurrent state) that has seen n tokens.
 
+``params.scope``: ``layer`` (the default) measures the registered mixer with its projections, what a model pays;
+``operator`` measures the mixer's core operator alone (its entry in ``architectures.ops.catalog``, our fast form) on
+(B, n, H, d_model / H) inputs, what the guide's complexity cells describe: at n < d^2 a layer's O(n d^2) projections
+hide an O(n^1.5 d) attention pattern. Operator cells have no decode mode and no parameters.
+
 Per cell, an untimed instrumented call gives the deterministic figures (FLOPs, peak live tensor bytes, the SDPA
 kernel that ran); then the call is timed (``harness.device.time_callable``). Rows:
 
@@ -20,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import architectures
 from architectures.mixer import measured_state_bytes
+from architectures.ops import catalog
 
 from ..device import allocator_peak, time_callable
 from ..measure import instrumented
@@ -40,6 +46,7 @@ class ScalingParams(BaseModel):
     attention: Literal["causal", "bidirectional"] = "causal"
     fit: FitParams = Field(default_factory=FitParams)
     crossover_against: list[str] = Field(default=["flash", "standard"])  # mixer labels to compare forward time with
+    scope: Literal["layer", "operator"] = "layer"  # the whole mixer layer, or its core operator only (see above)
 
 
 @register_benchmark("scaling")
@@ -55,6 +62,8 @@ class Scaling(Benchmark):
         mode_needed = "causal" if causal else "bidirectional"
         if mode_needed not in cls.spec.modes:
             raise SkipCell(f"not {mode_needed}: {cell.mixer_name} supports {sorted(cls.spec.modes)}")
+        if params.scope == "operator":
+            return self._run_operator(cell, ctx, causal, getattr(torch, cell.dtype))
         if cell.mode == "decode" and ("decode" not in cls.spec.modes or not causal):
             raise SkipCell(f"{cell.mixer_name} does not decode" if causal else "decode needs causal attention")
         dtype = getattr(torch, cell.dtype)
@@ -100,6 +109,56 @@ class Scaling(Benchmark):
                 with torch.no_grad():
                     return mixer.step(x_t, state)
 
+        measured = self._measure(fn, tokens, cell, ctx)
+        if "params" in want and cell.mode == "forward":
+            measured.append(metric("params", sum(p.numel() for p in mixer.parameters()), "count",
+                                   sdpa_backend=measured[0]["sdpa_backend"] if measured else None))
+        return rows + measured
+
+    def _run_operator(self, cell: Cell, ctx: RunContext, causal: bool, dtype: torch.dtype) -> list[dict[str, Any]]:
+        """The core operator of the mixer (our fast form in the op catalogue) on (B, n, H, d_head) inputs."""
+        catalog.load_all()
+        if cell.mixer_name not in catalog.OPS:
+            raise SkipCell(f"no operator registered for {cell.mixer_name!r} in architectures.ops.catalog")
+        if cell.mode == "decode":
+            raise SkipCell("scope: operator has no decode mode (the decode state belongs to the layer)")
+        default_impl = architectures.get_mixer(cell.mixer_name).spec.impls[0]
+        if cell.impl != default_impl:
+            raise SkipCell(f"scope: operator runs our {default_impl!r} operator; impl {cell.impl!r} is measured at "
+                           "layer scope")
+        if not causal:
+            raise SkipCell("the catalogue's operators are causal")
+        if cell.d_model % cell.n_heads:
+            raise SkipCell(f"d_model={cell.d_model} is not divisible by n_heads={cell.n_heads}")
+        op = catalog.OPS.get(cell.mixer_name)
+        impl = op.impls[op.fast]
+        inputs = op.make_inputs(cell.batch, cell.seq_len, cell.n_heads, cell.d_model // cell.n_heads, dtype,
+                                ctx.device, torch.Generator().manual_seed(cell.seed))
+        if cell.mode == "forward":
+            def fn():
+                with torch.no_grad():
+                    return impl.fn(inputs)
+        else:  # train: forward and backward to every floating-point input
+            leaves = {k: v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v
+                      for k, v in inputs.items()}
+            torch.manual_seed(cell.seed)
+            with torch.no_grad():
+                grad_out = torch.randn_like(impl.fn(inputs))
+
+            def fn():
+                for v in leaves.values():
+                    if torch.is_tensor(v) and v.requires_grad:
+                        v.grad = None
+                impl.fn(leaves).backward(grad_out)
+        rows = self._measure(fn, cell.batch * cell.seq_len, cell, ctx)
+        for row in rows:
+            row["op_impl"] = impl.name
+        return rows
+
+    def _measure(self, fn, tokens: int, cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
+        """Deterministic figures from one instrumented call, then the timing."""
+        want = set(self.params.metrics)
+        rows: list[dict[str, Any]] = []
         inst = instrumented(fn)  # also records which SDPA kernel ran, so it runs whatever the metrics
         inst.result = None
         if "memory" in want:
@@ -110,8 +169,6 @@ class Scaling(Benchmark):
             with allocator_peak(ctx.device) as peak:
                 fn()
             rows.append(metric("cuda_peak_bytes", peak["peak_bytes"], "B"))
-        if "params" in want and cell.mode == "forward":
-            rows.append(metric("params", sum(p.numel() for p in mixer.parameters()), "count"))
         if "time" in want:
             t = ctx.timing
             timing = time_callable(fn, ctx.device, warmup=t.warmup, min_run_time=t.min_run_time_s,
