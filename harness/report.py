@@ -381,7 +381,7 @@ def _recall_plot(data: pd.DataFrame, x: str, facet: list[str], path: Path, title
     if data.empty:
         return False
     groups = list(data.groupby(facet, sort=True)) if facet else [((), data)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(max(7.5, 4.6 * len(groups)), 3.8), squeeze=False)
     palette = dict(zip(sorted(data["mixer"].unique()), sns.color_palette("tab10", data["mixer"].nunique())))
     for ax, (key, d) in zip(axes[0], groups):
         sns.lineplot(data=d.sort_values(x), x=x, y="value", hue="mixer", style="mixer", markers=True, dashes=False,
