@@ -66,9 +66,9 @@ def _hf_pair(rope_interleave: bool):
 
 @pytest.mark.parametrize("rope_interleave", [False, True])
 def test_matches_hugging_face_deepseek_v3_attention(rope_interleave):
+    hf, rope, ours = _hf_pair(rope_interleave)  # skips without transformers (the `oracles` extra)
     from transformers.cache_utils import DynamicCache
 
-    hf, rope, ours = _hf_pair(rope_interleave)
     B, T = 2, 23
     x = torch.randn(B, T, 64)
     pos = torch.arange(T)[None].expand(B, T)
