@@ -45,7 +45,8 @@ def test_operator_scope_shows_the_pattern_that_projections_hide(tmp_path):
 def test_operator_scope_skips_what_it_cannot_measure(tmp_path):
     s = Suite.model_validate({
         "suite": "scope", "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1},
-        "mixers": ["standard", "gla", {"name": "gla", "label": "gla_fla", "impl": "fla"}],
+        "mixers": ["standard", "gla", {"name": "gla", "label": "gla_fla", "impl": "fla"},
+                   {"name": "gla", "label": "gla_c16", "hparams": {"chunk_size": 16}}],
         "benchmarks": [{"kind": "scaling", "modes": ["forward", "decode"],
                         "sweep": {"seq_len": [64], "d_model": [32], "n_heads": [2]},
                         "params": {"scope": "operator", "metrics": ["flops"], "crossover_against": []}}]})
@@ -55,3 +56,4 @@ def test_operator_scope_skips_what_it_cannot_measure(tmp_path):
     assert status[("standard", "forward")][0] == "skipped" and "no operator" in status[("standard", "forward")][1]
     assert status[("gla", "decode")][0] == "skipped" and "no decode" in status[("gla", "decode")][1]
     assert status[("gla_fla", "forward")][0] == "skipped" and "layer scope" in status[("gla_fla", "forward")][1]
+    assert status[("gla_c16", "forward")][0] == "skipped" and "chunk_size" in status[("gla_c16", "forward")][1]

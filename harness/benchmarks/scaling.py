@@ -122,10 +122,14 @@ class Scaling(Benchmark):
             raise SkipCell(f"no operator registered for {cell.mixer_name!r} in architectures.ops.catalog")
         if cell.mode == "decode":
             raise SkipCell("scope: operator has no decode mode (the decode state belongs to the layer)")
-        default_impl = architectures.get_mixer(cell.mixer_name).spec.impls[0]
-        if cell.impl != default_impl:
-            raise SkipCell(f"scope: operator runs our {default_impl!r} operator; impl {cell.impl!r} is measured at "
-                           "layer scope")
+        spec = architectures.get_mixer(cell.mixer_name).spec
+        if cell.impl != spec.default_impl:
+            raise SkipCell(f"scope: operator runs our {spec.default_impl!r} operator; impl {cell.impl!r} is measured "
+                           "at layer scope")
+        changed = {k: v for k, v in cell.hparams.items() if spec.default_hparams.get(k) != v}
+        if changed:
+            raise SkipCell(f"scope: operator builds the catalogue's inputs (default hyperparameters); {changed} is "
+                           "measured at layer scope")
         if not causal:
             raise SkipCell("the catalogue's operators are causal")
         if cell.d_model % cell.n_heads:
