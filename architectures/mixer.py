@@ -19,6 +19,7 @@ import inspect
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .spec import MixerSpec
@@ -47,6 +48,21 @@ class Mixer(nn.Module):
             raise ValueError(f"{self.name} has no impl {impl!r}; available: {list(self.spec.impls)}")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.causal, self.impl = causal, impl
+
+    # ---- shared plumbing of the head projections ------------------------------------------------------------------
+    def project_heads(self, x: torch.Tensor, *linears: nn.Linear, fp32: bool = False) -> tuple[torch.Tensor, ...]:
+        """x: (B, T, D) -> one (B, T, H, Dh) tensor per projection; with fp32, inputs and weights in fp32 (the
+        references)."""
+        shape = (*x.shape[:-1], self.n_heads, -1)  # (B, T, H*Dh) -> (B, T, H, Dh)
+        if fp32:
+            x = x.float()
+            return tuple(F.linear(x, m.weight.float()).view(shape) for m in linears)
+        return tuple(m(x).view(shape) for m in linears)
+
+    def merge_heads(self, o: torch.Tensor, wo: nn.Linear, fp32: bool = False) -> torch.Tensor:
+        """o: (..., H, Dh) -> the output projection of the concatenated heads, (..., D)."""
+        o = o.flatten(-2)  # (..., H, Dh) -> (..., H*Dh)
+        return F.linear(o, wo.weight.float()) if fp32 else wo(o)
 
     # ---- the contract -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -95,8 +95,7 @@ class ClusteringAttention(Mixer):
         return normalize(qk.view(shape)), v.view(shape)
 
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        o = o.reshape(*o.shape[:2], self.d_model)  # (B, T, H, Dh) -> (B, T, D)
-        return F.linear(o, self.wo.weight.float()) if fp32 else self.wo(o)
+        return self.merge_heads(o, self.wo, fp32)  # (..., H, Dh) -> (..., D)
 
     def clusters(self, x: torch.Tensor) -> torch.Tensor:
         """The cluster of every token and head that the forward uses: (B, T, H)."""

@@ -55,8 +55,7 @@ class LinearAttention(Mixer):
         return elu_feature_map(q.view(shape)), elu_feature_map(k.view(shape)), v.view(shape)
 
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        o = o.reshape(*o.shape[:2], self.d_model)  # (B, T, H, Dh) -> (B, T, D)
-        return F.linear(o, self.wo.weight.float()) if fp32 else self.wo(o)
+        return self.merge_heads(o, self.wo, fp32)  # (..., H, Dh) -> (..., D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.prefill(x)[0] if self.causal else self._out(bidirectional_linear_attention(

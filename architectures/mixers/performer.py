@@ -10,7 +10,6 @@ the given seed (and records it as the ``seed`` hyperparameter).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..mixer import Mixer, State
@@ -61,16 +60,10 @@ class Performer(Mixer):
 
     def _qkv(self, x: torch.Tensor, fp32: bool = False):
         """x: (B, T, D) -> q, k, v, each (B, T, H, Dh)."""
-        B, T, _ = x.shape
-        shape = (B, T, self.n_heads, self.head_dim)
-        if fp32:
-            x = x.float()
-            return tuple(F.linear(x, m.weight.float()).view(shape) for m in (self.wq, self.wk, self.wv))
-        return self.wq(x).view(shape), self.wk(x).view(shape), self.wv(x).view(shape)
+        return self.project_heads(x, self.wq, self.wk, self.wv, fp32=fp32)
 
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        o = o.reshape(*o.shape[:2], self.d_model)  # (B, T, H, Dh) -> (B, T, D)
-        return F.linear(o, self.wo.weight.float()) if fp32 else self.wo(o)
+        return self.merge_heads(o, self.wo, fp32)  # (..., H, Dh) -> (..., D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.causal:

@@ -23,7 +23,6 @@ only tensors of the model's dtype, so its size is exactly 2 n H d elements).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..mixer import Mixer, State
@@ -71,16 +70,10 @@ class Reformer(Mixer):
 
     def _qkv(self, x: torch.Tensor, fp32: bool = False):
         """x: (B, T, D) -> qk, v, each (B, T, H, Dh)."""
-        B, T, _ = x.shape
-        shape = (B, T, self.n_heads, self.head_dim)
-        if fp32:
-            x = x.float()
-            return F.linear(x, self.wqk.weight.float()).view(shape), F.linear(x, self.wv.weight.float()).view(shape)
-        return self.wqk(x).view(shape), self.wv(x).view(shape)
+        return self.project_heads(x, self.wqk, self.wv, fp32=fp32)
 
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        o = o.reshape(*o.shape[:2], self.d_model)  # (B, T, H, Dh) -> (B, T, D)
-        return F.linear(o, self.wo.weight.float()) if fp32 else self.wo(o)
+        return self.merge_heads(o, self.wo, fp32)  # (..., H, Dh) -> (..., D)
 
     def buckets(self, x: torch.Tensor) -> torch.Tensor:
         """The hash buckets the forward uses: (B, T, H, n_hashes)."""

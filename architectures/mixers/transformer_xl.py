@@ -81,8 +81,7 @@ class TransformerXLAttention(Mixer):
         return (self.u.float(), self.v.float()) if fp32 else (self.u, self.v)
 
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        o = o.reshape(*o.shape[:-2], self.d_model)  # (..., H, Dh) -> (..., D)
-        return F.linear(o, self.wo.weight.float()) if fp32 else self.wo(o)
+        return self.merge_heads(o, self.wo, fp32)  # (..., H, Dh) -> (..., D)
 
     # ---- the contract -------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
