@@ -2,7 +2,9 @@
 
 - ``resolve_device``: "auto" | "cpu" | "cuda[:i]" -> torch.device, with a clear error when CUDA is asked for and absent.
 - ``time_callable``: warm-up, then repeats until a minimum time; median and IQR. CUDA: CUDA events around each call
-  and ``torch.cuda.synchronize``. CPU: ``torch.utils.benchmark.Timer`` (perf_counter) at the process's thread count.
+  and ``torch.cuda.synchronize``. CPU: ``time.perf_counter`` around each call (a block of calls when one is under
+  1 ms), the garbage collector paused as in ``timeit``, at the process's thread count; every call but the warm-up
+  is a timed one.
 - ``allocator_peak``: the CUDA caching allocator's peak over a region (None on CPU, which has no such counter; the
   device-independent figure is ``harness.measure.LiveTensorBytes``).
 - ``is_oom``: whether an exception is an out-of-memory on either device.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import platform
 import statistics
@@ -47,7 +50,7 @@ class Timing:
     repeats: int  # number of timed measurements the statistics are over
     number_per_run: int  # calls averaged inside one measurement (>1 only for very short calls)
     threads: int
-    timer: str  # what measured: "cuda_events" or "torch.utils.benchmark"
+    timer: str  # what measured: "cuda_events" or "perf_counter"
 
     @property
     def iqr_s(self) -> float:
@@ -63,13 +66,20 @@ def _quartiles(times: list[float]) -> tuple[float, float, float]:
 
 def time_callable(fn: Callable[[], object], device: torch.device, *, warmup: int = 2, min_run_time: float = 0.3,
                   min_repeats: int = 5, max_time: float = 30.0) -> Timing:
-    """Median time of one call of ``fn``. Stops once both min_run_time and min_repeats are reached, or at max_time."""
-    for _ in range(warmup):
+    """Median time of one call of ``fn``. Stops once both min_run_time and min_repeats are reached, or at max_time.
+
+    The last warm-up call is timed with the wall clock (after a synchronize) and serves the CPU timer as its probe
+    of how long one call takes; without warm-up the CPU timer spends one call on that probe."""
+    last_warmup: float | None = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
         fn()
+        synchronize(device)
+        last_warmup = time.perf_counter() - t0
     synchronize(device)
     if device.type == "cuda":
         return _time_cuda(fn, device, min_run_time, min_repeats, max_time)
-    return _time_cpu(fn, min_run_time, min_repeats, max_time)
+    return _time_cpu(fn, min_run_time, min_repeats, max_time, probe=last_warmup)
 
 
 def _time_cuda(fn: Callable[[], object], device: torch.device, min_run_time: float, min_repeats: int,
@@ -90,25 +100,39 @@ def _time_cuda(fn: Callable[[], object], device: torch.device, min_run_time: flo
     return Timing(median, q1, q3, len(times), 1, torch.get_num_threads(), "cuda_events")
 
 
-def _time_cpu(fn: Callable[[], object], min_run_time: float, min_repeats: int, max_time: float) -> Timing:
-    from torch.utils import benchmark
+def _wall_per_call(fn: Callable[[], object], number: int) -> float:
+    """Wall-clock seconds per call over ``number`` back-to-back calls, the garbage collector paused as in timeit."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return max(time.perf_counter() - t0, 1e-9) / number
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
+
+def _time_cpu(fn: Callable[[], object], min_run_time: float, min_repeats: int, max_time: float,
+              probe: float | None = None) -> Timing:
+    # Our own loop rather than torch.utils.benchmark.Timer.timeit, which runs two untimed calls before every timed
+    # one: a third of the calls measured, three times the cost of a cell for the same statistics.
     threads = torch.get_num_threads()
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    # One probe call sets the block size: very short calls are grouped so that one measurement lasts >= ~1 ms.
-    probe = timer.timeit(1).median
+    # The probe (one call's time) sets the block size: very short calls are grouped so that one measurement lasts
+    # >= ~1 ms. A timed warm-up call is the probe; without one, a call is spent on it here.
+    if probe is None:
+        probe = _wall_per_call(fn, 1)
     number = max(1, math.ceil(1e-3 / max(probe, 1e-9))) if probe < 1e-3 else 1
-    measurements = []
+    times: list[float] = []
     start_wall = time.perf_counter()
     while True:
-        measurements.append(timer.timeit(number))
+        times.append(_wall_per_call(fn, number))
         elapsed = time.perf_counter() - start_wall
-        if (elapsed >= min_run_time and len(measurements) >= min_repeats) or elapsed >= max_time:
+        if (elapsed >= min_run_time and len(times) >= min_repeats) or elapsed >= max_time:
             break
-    merged = benchmark.Measurement.merge(measurements)[0]
-    times = list(merged.times)  # per-call times, one per measurement
     median, q1, q3 = _quartiles(times)
-    return Timing(median, q1, q3, len(times), number, threads, "torch.utils.benchmark")
+    return Timing(median, q1, q3, len(times), number, threads, "perf_counter")
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 import math
+import time
 
 import pytest
 import torch
@@ -66,7 +67,29 @@ def test_time_callable_statistics():
     x = torch.randn(256, 256)
     t = time_callable(lambda: x @ x, torch.device("cpu"), warmup=1, min_run_time=0.05, min_repeats=5)
     assert t.repeats >= 5 and t.median_s > 0 and t.q1_s <= t.median_s <= t.q3_s
-    assert t.threads == torch.get_num_threads() and t.timer == "torch.utils.benchmark"
+    assert t.threads == torch.get_num_threads() and t.timer == "perf_counter"
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 3])
+def test_time_callable_spends_calls_on_timing(warmup):
+    """Every call is a warm-up, the probe (only without warm-up) or a timed one: no hidden untimed calls (as
+    torch.utils.benchmark.Timer.timeit makes, two per measurement)."""
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.002)  # > 1 ms: one call per measurement
+
+    t = time_callable(fn, torch.device("cpu"), warmup=warmup, min_run_time=0.0, min_repeats=5, max_time=10.0)
+    assert t.number_per_run == 1 and t.repeats == 5
+    assert len(calls) == warmup + (1 if warmup == 0 else 0) + t.repeats
+    assert 0.002 <= t.q1_s <= t.median_s <= t.q3_s
+
+
+def test_time_callable_groups_short_calls():
+    """Calls under 1 ms are timed in blocks of ``number_per_run`` calls; the median is per call."""
+    t = time_callable(lambda: None, torch.device("cpu"), warmup=1, min_run_time=0.0, min_repeats=3)
+    assert t.number_per_run > 1 and t.median_s < 1e-3
 
 
 def test_oom_classification():
