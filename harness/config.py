@@ -70,6 +70,7 @@ class SweepOverride(Strict):
 class BenchmarkEntry(Strict):
     kind: str
     name: str | None = None
+    description: str = ""  # what this entry is for (shown under its section of the report)
     mixers: list[str] | None = Field(default=None, min_length=1)  # globs over the suite's mixer labels; None = all
     modes: list[str] = Field(default=["forward"], min_length=1)
     sweep: Sweep = Field(default_factory=Sweep)

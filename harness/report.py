@@ -47,7 +47,7 @@ def _scaling_benchmarks(suite: dict) -> dict[str, dict]:
             fit = {"last_points": 3, "tolerance": 0.25, **params.get("fit", {})}
             out[entry.get("name") or entry["kind"]] = {
                 "fit": fit, "against": params.get("crossover_against", ["flash", "standard"]),
-                "scope": params.get("scope", "layer")}
+                "scope": params.get("scope", "layer"), "description": entry.get("description", "")}
     return out
 
 
@@ -183,6 +183,8 @@ def write_report(out: str | Path) -> Path:
     fits = scaling_fits(df, specs, {b: v["fit"] for b, v in scaling.items()})
     for bench, cfg in scaling.items():
         lines += [f"## Benchmark `{bench}` (scaling)", ""]
+        if cfg.get("description"):
+            lines += [cfg["description"].strip(), ""]
         if cfg["scope"] == "operator":
             lines += ["Scope: **operator**. Each mixer's core operator alone (our fast form in "
                       "`architectures.ops.catalog`, column `op_impl` of the results) on (B, n, H, d_model/H) inputs, "
@@ -205,15 +207,16 @@ def write_report(out: str | Path) -> Path:
             table = table.drop(columns=["stderr"]).rename(columns={"exponent": "measured ± SE", "r2": "R²"})
             table = table.astype(object).where(table.notna(), "-")
             lines += [_md(table.sort_values(["metric", "mode", "mixer"]), floatfmt=".3f"), ""]
-        cross = crossovers(df, {bench: cfg["against"]})
-        lines += ["### Crossover lengths (forward time)", "",
-                  "The shortest measured n from which the mixer's median forward time stays below the "
-                  "baseline's at every longer measured n.", ""]
-        if not cross.empty:
-            lines += [_md(cross[["mixer", "against", "crossover", "speedup_at_longest", "longest_n"]],
-                          floatfmt=".2f"), ""]
-        else:
-            lines += ["_(no forward times to compare)_", ""]
+        if cfg["against"]:  # an entry with `crossover_against: []` has no crossover section
+            cross = crossovers(df, {bench: cfg["against"]})
+            lines += ["### Crossover lengths (forward time)", "",
+                      "The shortest measured n from which the mixer's median forward time stays below the "
+                      "baseline's at every longer measured n.", ""]
+            if not cross.empty:
+                lines += [_md(cross[["mixer", "against", "crossover", "speedup_at_longest", "longest_n"]],
+                              floatfmt=".2f"), ""]
+            else:
+                lines += ["_(no forward times to compare)_", ""]
         ratios = state_ratios(df[df["benchmark"] == bench]) if not df.empty else pd.DataFrame()
         if not ratios.empty:
             longest = ratios["seq_len"].max()

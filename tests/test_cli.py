@@ -45,6 +45,12 @@ benchmarks:
   - kind: scaling
     modes: [forward, decode]
     sweep: {seq_len: [32, 64, 128], d_model: [32], n_heads: [2]}
+  - kind: scaling
+    name: scaling_long
+    description: Linear attention alone, longer.
+    mixers: [linear]
+    sweep: {seq_len: [64, 256], d_model: [32], n_heads: [2]}
+    params: {metrics: [time], crossover_against: []}
 """)
     out = tmp_path / "out"
     harness("run", str(suite), "--device", "cpu", "--out", str(out), "--no-progress")
@@ -55,6 +61,10 @@ benchmarks:
     for heading in ("## Environment", "### Exponents: claimed vs measured", "### Crossover lengths",
                     "### Decode state at the longest length", "![scaling time](plots/scaling-time.png)"):
         assert heading in report
+    # the second entry: its description under its heading, and no crossover section (crossover_against: [])
+    second = report[report.index("## Benchmark `scaling_long` (scaling)"):]
+    assert second.split("\n")[2] == "Linear attention alone, longer."
+    assert report.count("### Crossover lengths") == 1 and "### Crossover lengths" not in second
     rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert {r["status"] for r in rows} == {"ok"}
     (out / "report.md").unlink()
