@@ -101,6 +101,7 @@ def scaling_fits(df: pd.DataFrame, specs: dict, fit_params: dict[str, dict]) -> 
                 "exponent": fit.exponent if fit else None, "stderr": fit.stderr if fit else None,
                 "r2": fit.r2 if fit else None, "points": fit.points if fit else len(g),
                 "n_range": f"{fit.n_min}-{fit.n_max}" if fit else "",
+                "n_min": fit.n_min if fit else None, "n_max": fit.n_max if fit else None,
                 "tolerance": params["tolerance"],
                 "verdict": verdict(fit.exponent if fit else None, claimed, params["tolerance"]),
             })

@@ -213,14 +213,17 @@ class Figure:
 
 def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance: float,
                     attention: str = "causal") -> Figure:
-    """The fitted exponent of a method's metric in the scaling entries of its attention (causal or bidirectional)."""
+    """The fitted exponent of a method's metric in the scaling entries of its attention (causal or bidirectional).
+    Where several entries measure it, the fit over the widest range of n (largest n_max / n_min, then the longest n)
+    is the one held to the claim: the least noisy and the most asymptotic."""
     fits = run.fits(tolerance)
     if not fits.empty:
         f = fits[(fits["mixer"] == method) & (fits["metric"] == metric) & (fits["mode"] == mode)
                  & fits["benchmark"].isin(run.scaling_labels(attention))]
         f = f[f["exponent"].notna()]
         if not f.empty:
-            r = f.iloc[0]
+            span = np.log(f["n_max"].astype(float) / f["n_min"].astype(float))
+            r = f.assign(span=span).sort_values(["span", "n_max"], ascending=False, kind="stable").iloc[0]
             se = "" if pd.isna(r["stderr"]) else f" ± {r['stderr']:.2f}"
             shown = round(float(r["exponent"]), 2) + 0.0  # no "-0.00"
             return Figure(float(r["exponent"]), f"{shown:.2f}{se} (n {r['n_range']})",

@@ -477,7 +477,8 @@ def master_table_section(out: Path, meta: dict) -> list[str]:
              "`does not hold`, or `not measurable here` (the claims table below says why). Claims, comparisons and "
              "tolerances come from `claims.yaml` (a copy of the repository's `claims/guide.yaml`).", "",
              f"- **Exponents** are least-squares slopes of log(figure) on log(n) over the longest lengths of the "
-             f"scaling sweep (`analysis.scaling_fits`, ± its standard error), held to the claimed exponent within "
+             f"scaling sweep (`analysis.scaling_fits`, ± its standard error; where several scaling entries measure a "
+             f"method, the fit over the widest range of n), held to the claimed exponent within "
              f"± {t.exponent:g}: time = forward `time_s` (FLOPs exponent beside it), prefill memory = forward "
              "`peak_tensor_bytes`, decode state = `state_bytes` after n tokens. A memory cell is held to the prefill "
              "exponent or, where the claims file says so (Mamba's O(d)), to the decode-state exponent.",

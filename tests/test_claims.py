@@ -65,9 +65,9 @@ def _row(bench, mixer, metric, value, mode="forward", seq_len=1024, status="ok",
             "metric": metric, "value": value, "unit": "", "status": status, "error": None, **extra}
 
 
-def _scaling(mixer, t_exp, mem_exp, state_exp, t_scale=1.0, bench="scaling"):
+def _scaling(mixer, t_exp, mem_exp, state_exp, t_scale=1.0, bench="scaling", lengths=LENGTHS):
     rows = []
-    for n in LENGTHS:
+    for n in lengths:
         t = t_scale * 1e-3 * (n / 1024) ** t_exp
         rows += [_row(bench, mixer, "time_s", t, seq_len=n), _row(bench, mixer, "tokens_per_s", n / t, seq_len=n),
                  _row(bench, mixer, "flops", 1e9 * (n / 1024) ** t_exp, seq_len=n),
@@ -156,6 +156,22 @@ def test_verdicts_follow_from_the_figures(tmp_path):
     assert row["time verdict"] == NOT_MEASURABLE and row["MQAR accuracy"] == "-"
     std = methods.set_index("method").loc["Standard"]
     assert std["MQAR accuracy"].startswith("0.990") and "n=4096" in std["tokens/s at longest n"]
+
+
+def test_the_widest_fit_is_held_to_the_claim(tmp_path):
+    """A method measured by two causal scaling entries is judged on the fit over the widest range of n."""
+    out = _make_run(tmp_path, PPL)
+    long = [1024, 2048, 4096, 8192, 16384]
+    append_rows(out / "results.jsonl", _scaling("sliding_window", 1.0, 1, None, bench="scaling_long", lengths=long))
+    suite = yaml.safe_load((out / "suite.yaml").read_text())
+    suite["suite"]["benchmarks"].append({"kind": "scaling", "name": "scaling_long", "params": {"fit": {"last_points": 5}}})
+    (out / "suite.yaml").write_text(yaml.safe_dump(suite))
+    _, c = _verdicts(out)
+    # 1.6 over 1024..4096 in `scaling`, 1.0 over 1024..16384 in `scaling_long`: the latter is held to the claim
+    assert c.loc["sliding_window_time", "verdict"] == HOLDS
+    assert c.loc["sliding_window_time", "measured"] == "1.00 ± 0.00 (n 1024-16384)"
+    # a method only the main entry measures keeps that entry's fit
+    assert c.loc["linear_time", "measured"].endswith("(n 1024-4096)")
 
 
 def test_failing_comparisons_are_reported_as_such(tmp_path):
