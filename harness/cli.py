@@ -79,6 +79,13 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
+    return value
+
+
 def cmd_run(args) -> int:
     from .config import load_suite
     from .device import resolve_device
@@ -104,7 +111,8 @@ def cmd_run(args) -> int:
         return 0
     try:
         summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, resume=bool(args.resume),
-                            progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads)
+                            progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads,
+                            cpu_memory_fraction=args.cpu_memory_limit)
     except KeyboardInterrupt:
         print(f"\ninterrupted: completed cells are saved in {out}/results.jsonl; finish the run with:\n"
               f"  python -m harness run {args.suite} --out {out} --resume", file=sys.stderr)
@@ -192,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--cpu-allocator", choices=["caching", "system"], default="caching",
                    help="caching (default): keep freed CPU memory for reuse, as CUDA does; system: glibc defaults")
+    s.add_argument("--cpu-memory-limit", type=_fraction, default=0.9, metavar="FRACTION",
+                   help="on CPU, cap the run's address space at this fraction of physical memory, so that a cell "
+                        "too large for the machine is recorded as `oom` instead of the kernel killing the run "
+                        "(default 0.9; 0 = no cap)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="(re)build OUT/report.md and plots from a run directory")

@@ -9,6 +9,8 @@
   device-independent figure is ``harness.measure.LiveTensorBytes``).
 - ``is_oom``: whether an exception is an out-of-memory on either device.
 - ``device_info``: the device's name, for the environment record.
+- ``cpu_memory_cap``: an address-space limit below physical memory, so that a cell too large for the machine fails
+  as a recorded ``oom`` instead of the kernel killing the run.
 - ``configure_cpu_allocator``: makes glibc keep freed memory for reuse (the CPU counterpart of CUDA's caching
   allocator), so that timings measure compute rather than the kernel's page faults on every fresh allocation.
 """
@@ -178,6 +180,38 @@ def configure_cpu_allocator(mode: str = "caching") -> str:
     if not ok:
         return "system (mallopt unavailable: not glibc)"
     return "caching (glibc mallopt: M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1; freed memory is reused)"
+
+
+@contextlib.contextmanager
+def cpu_memory_cap(fraction: float | None) -> Iterator[str]:
+    """Cap the process's address space (RLIMIT_AS) at ``fraction`` of physical memory for the duration of a run.
+
+    Past the cap an allocation fails inside PyTorch ("DefaultCPUAllocator: can't allocate memory"), which the runner
+    records as an ``oom`` cell before going on; without it, a cell that needs more than the machine has (exact
+    attention's n x n scores at long n) is killed by the kernel's OOM killer with the whole run. Yields a
+    description for env.json; the previous limit is restored on exit. ``None`` or 0: no cap.
+    """
+    try:
+        import os
+        import resource
+    except ImportError:  # not a POSIX system
+        yield "none (no resource module)"
+        return
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    if not fraction or not physical:
+        yield "none"
+        return
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    soft, hard = previous
+    cap = int(physical * fraction)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield (f"RLIMIT_AS {cap / 2**30:.1f} GiB ({fraction:.0%} of {physical / 2**30:.1f} GiB physical): "
+               "a larger allocation is an `oom` cell")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
 def is_oom(err: BaseException) -> bool:

@@ -28,7 +28,7 @@ import architectures
 
 from .benchmarks import BENCHMARKS, Cell, RunContext, SkipCell
 from .config import Suite, resolve_mixers
-from .device import configure_cpu_allocator, empty_cache, is_oom
+from .device import configure_cpu_allocator, cpu_memory_cap, empty_cache, is_oom
 from .env import collect_env
 from .measure import measure_matmul_peak
 from .results import append_rows, read_rows
@@ -96,9 +96,21 @@ def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device) -> di
 def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None = None,
               only: str | None = None, resume: bool = False, progress: bool = True,
               write_report: bool = True, cpu_allocator: str = "caching",
-              threads: int | None = None) -> RunSummary:
+              threads: int | None = None, cpu_memory_fraction: float | None = 0.9) -> RunSummary:
     """Run every planned cell not yet in OUT/results.jsonl. ``threads`` (CPU) overrides the suite's
-    ``timing.cpu_threads``; the thread count that ran is in env.json and in every row."""
+    ``timing.cpu_threads``; the thread count that ran is in env.json and in every row. On CPU the process's
+    address space is capped at ``cpu_memory_fraction`` of physical memory while the cells run (``oom`` cells
+    instead of the kernel's OOM killer; None or 0: no cap)."""
+    cap = cpu_memory_cap(cpu_memory_fraction if device.type == "cpu" else None)
+    with cap as memory_cap:
+        return _run_suite(suite, out, device, suite_path=suite_path, only=only, resume=resume, progress=progress,
+                          write_report=write_report, cpu_allocator=cpu_allocator, threads=threads,
+                          memory_cap=memory_cap)
+
+
+def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None, only: str | None,
+               resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
+               memory_cap: str) -> RunSummary:
     started = time.perf_counter()
     out = Path(out)
     results_path = out / "results.jsonl"
@@ -123,7 +135,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
 
     torch.set_num_threads(threads_for(None))
     allocator = configure_cpu_allocator(cpu_allocator) if device.type == "cpu" else "cuda caching allocator"
-    env = {"run_id": run_id, **collect_env(device), "allocator": allocator,
+    env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
            "matmul_peak_flops": _matmul_peaks(cells, device)}
     if old_env:
         env["resumed_from"] = {k: old_env.get(k) for k in ("time_utc", "git_commit", "torch", "device_name")}

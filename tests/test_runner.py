@@ -38,6 +38,15 @@ class OutOfMemory(_Base):
         return self.proj(x)
 
 
+class Hungry(_Base):
+    """Asks the allocator for 2 GiB at n >= 64 (a real allocation, not a simulated error)."""
+
+    def forward(self, x):
+        if x.shape[1] >= 64:
+            torch.empty(2**29, dtype=torch.float32)
+        return self.proj(x)
+
+
 class Slow(_Base):
     def forward(self, x):
         time.sleep(30)
@@ -62,7 +71,7 @@ class Interrupting(_Base):
 
 
 FIXTURES = {"_test_raises": Raises, "_test_oom": OutOfMemory, "_test_slow": Slow, "_test_counting": Counting,
-            "_test_interrupt": Interrupting}
+            "_test_interrupt": Interrupting, "_test_hungry": Hungry}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -112,6 +121,31 @@ def test_failures_are_recorded_and_the_run_completes(tmp_path):
     assert "oom at seq_len=64" in skipped["error"]
     timeout = next(r for r in rows if r["mixer"] == "_test_slow" and r["seq_len"] == 32)
     assert "time budget" in timeout["error"]
+
+
+def test_an_allocation_over_the_memory_cap_is_an_oom_cell(tmp_path):
+    """On CPU the run caps its address space (RLIMIT_AS): an allocation past the cap fails inside PyTorch and is
+    recorded as `oom`, instead of the kernel's OOM killer ending the run. Here the cap is set 1 GiB above what the
+    process already maps, and the fixture asks for 2 GiB."""
+    resource = pytest.importorskip("resource")
+    import os
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    if mapped + 2**31 > physical:
+        pytest.skip("the process already maps most of physical memory")
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    summary = run_suite(suite(["_test_hungry", "standard"]), tmp_path, CPU, progress=False, write_report=False,
+                        cpu_memory_fraction=(mapped + 2**30) / physical)
+    st = statuses(tmp_path)
+    assert st[("_test_hungry", 32)] == {"ok"} and st[("_test_hungry", 64)] == {"oom"}
+    assert st[("_test_hungry", 128)] == {"skipped"}
+    assert all(st[("standard", n)] == {"ok"} for n in (32, 64, 128)), "the run goes on after the oom cell"
+    oom = next(r for r in read_rows(tmp_path / "results.jsonl") if r["status"] == "oom")
+    assert "can't allocate memory" in oom["error"]
+    assert summary.statuses["oom"] == 1
+    assert resource.getrlimit(resource.RLIMIT_AS) == before, "the cap is lifted when the run ends"
+    assert json.loads((tmp_path / "env.json").read_text())["memory_cap"].startswith("RLIMIT_AS")
 
 
 def test_rows_carry_the_cell_and_environment(tmp_path):
