@@ -67,6 +67,14 @@ class SweepOverride(Strict):
     dtype: list[Literal[DTYPES]] | None = Field(default=None, min_length=1)  # type: ignore[valid-type]
 
 
+class TimingOverride(Strict):
+    """Timing settings of one benchmark entry that differ from the suite's ``timing`` (the others are inherited)."""
+    warmup: int | None = Field(default=None, ge=0)
+    min_run_time_s: PositiveFloat | None = None
+    min_repeats: PositiveInt | None = None
+    max_time_s: PositiveFloat | None = None
+
+
 class BenchmarkEntry(Strict):
     kind: str
     name: str | None = None
@@ -79,6 +87,9 @@ class BenchmarkEntry(Strict):
     # CPU threads for this entry's cells, overriding the suite's timing.cpu_threads (e.g. "all" for training
     # benchmarks in a suite whose scaling entries time one thread)
     cpu_threads: PositiveInt | Literal["all"] | None = None
+    # timing settings for this entry's cells, overriding the suite's (e.g. a longer max_time_s where one call of
+    # exact attention at long n takes seconds, so that its median is still over several calls)
+    timing: TimingOverride | None = None
 
     @property
     def label(self) -> str:
@@ -89,6 +100,12 @@ class BenchmarkEntry(Strict):
         if self.mixers is None:
             return mixers
         return [m for m in mixers if any(fnmatch.fnmatchcase(m.label, g) for g in self.mixers)]
+
+    def timing_for(self, suite_timing: "Timing") -> "Timing":
+        """The suite's timing with this entry's overrides applied."""
+        if self.timing is None:
+            return suite_timing
+        return suite_timing.model_copy(update=self.timing.model_dump(exclude_none=True))
 
     def sweep_for(self, device_type: str) -> Sweep:
         override = self.profiles.get(device_type)

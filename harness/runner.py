@@ -8,6 +8,7 @@ its reason. After an OOM or a timeout at length n, the longer lengths of the sam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import signal
@@ -170,7 +171,9 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
         for cell in todo:
             bar.set_description(f"{cell.mixer} {cell.mode} n={cell.seq_len}")
             torch.set_num_threads(threads_for(entries[cell.benchmark].cpu_threads))
-            rows = _run_one(cell, benches[cell.benchmark], ctx, failed_at, suite)
+            entry = entries[cell.benchmark]
+            cell_ctx = dataclasses.replace(ctx, timing=entry.timing_for(suite.timing))
+            rows = _run_one(cell, benches[cell.benchmark], cell_ctx, failed_at, suite)
             base = _row_base(run_id, suite, cell, device)
             full = [{**base, **row, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} for row in rows]
             append_rows(results_path, full)

@@ -240,3 +240,18 @@ def test_missing_mixers_are_reported_when_allowed(tmp_path):
     run_suite(s, tmp_path, CPU, progress=False, write_report=False)
     st = statuses(tmp_path)
     assert st[("not_yet_written", 32)] == {"missing"}
+
+
+def test_an_entry_timing_overrides_the_suites(tmp_path):
+    """`timing:` in a benchmark entry overrides the suite's settings for its cells only."""
+    s = Suite.model_validate({
+        "suite": "t", "mixers": ["linear"],
+        "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "max_time_s": 0.5},
+        "benchmarks": [
+            {"kind": "scaling", "sweep": {"seq_len": [32], "d_model": [16], "n_heads": [2]},
+             "params": {"metrics": ["time"]}},
+            {"kind": "scaling", "name": "more", "timing": {"min_repeats": 6},
+             "sweep": {"seq_len": [32], "d_model": [16], "n_heads": [2]}, "params": {"metrics": ["time"]}}]})
+    run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    repeats = {r["benchmark"]: r["repeats"] for r in read_rows(tmp_path / "results.jsonl") if r["metric"] == "time_s"}
+    assert repeats["scaling"] == 1 and repeats["more"] == 6
