@@ -174,6 +174,22 @@ def test_the_widest_fit_is_held_to_the_claim(tmp_path):
     assert c.loc["linear_time", "measured"].endswith("(n 1024-4096)")
 
 
+def test_a_speedup_is_read_within_one_entry(tmp_path):
+    """Two causal entries time flash and standard: the speed-up comes from the one reaching the longest n, its
+    lengths only (not pooled, no length listed twice)."""
+    out = _make_run(tmp_path, PPL)  # `scaling`: standard 3x slower than flash at 1024..4096
+    long = [2048, 4096, 8192]
+    append_rows(out / "results.jsonl", _scaling("standard", 2, 2, None, t_scale=5.0, bench="scaling_long",
+                                                lengths=long) + _scaling("flash", 2, 1, None, bench="scaling_long",
+                                                                         lengths=long))
+    suite = yaml.safe_load((out / "suite.yaml").read_text())
+    suite["suite"]["benchmarks"].append({"kind": "scaling", "name": "scaling_long"})
+    (out / "suite.yaml").write_text(yaml.safe_dump(suite))
+    _, c = _verdicts(out)
+    assert c.loc["flash_faster_forward", "measured"] == \
+        "5.00x at n=8192 (n=2048: 5.00x, 4096: 5.00x) in `scaling_long`; faster than claimed"
+
+
 def test_failing_comparisons_are_reported_as_such(tmp_path):
     ppl = {**PPL, "deltanet": 10.4}  # deltanet below gla: the ordering claim fails
     _, c = _verdicts(_make_run(tmp_path, ppl, flash_speed=6.0))
