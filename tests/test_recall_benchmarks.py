@@ -164,5 +164,8 @@ def test_master_table_suite_without_perplexity_is_valid_and_fits_its_plan(tmp_pa
     suite, _ = load_suite(path)
     cells = plan(suite, torch.device("cpu"))
     linformer = [c for c in cells if c.mixer == "linformer"]
-    assert linformer and all(c.benchmark == "scaling_bidirectional" for c in linformer)
+    bidirectional = {b.get("name") or b["kind"] for b in raw["benchmarks"]
+                     if (b.get("params") or {}).get("attention") == "bidirectional"}
+    # linformer (not causal) is planned only in the bidirectional scaling entries: the 1024..4096 one and the long one
+    assert {c.benchmark for c in linformer} == {"scaling_bidirectional", "scaling_long_bidirectional"} == bidirectional
     assert plan(suite, torch.device("cuda"))

@@ -246,12 +246,13 @@ def test_an_entry_timing_overrides_the_suites(tmp_path):
     """`timing:` in a benchmark entry overrides the suite's settings for its cells only."""
     s = Suite.model_validate({
         "suite": "t", "mixers": ["linear"],
-        "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "max_time_s": 0.5},
+        # min_run_time_s tiny: the number of repeats is then exactly min_repeats
+        "timing": {"warmup": 0, "min_run_time_s": 1e-6, "min_repeats": 2, "max_time_s": 5.0},
         "benchmarks": [
             {"kind": "scaling", "sweep": {"seq_len": [32], "d_model": [16], "n_heads": [2]},
              "params": {"metrics": ["time"]}},
-            {"kind": "scaling", "name": "more", "timing": {"min_repeats": 6},
+            {"kind": "scaling", "name": "more", "timing": {"min_repeats": 12},
              "sweep": {"seq_len": [32], "d_model": [16], "n_heads": [2]}, "params": {"metrics": ["time"]}}]})
     run_suite(s, tmp_path, CPU, progress=False, write_report=False)
     repeats = {r["benchmark"]: r["repeats"] for r in read_rows(tmp_path / "results.jsonl") if r["metric"] == "time_s"}
-    assert repeats["scaling"] == 1 and repeats["more"] == 6
+    assert repeats["scaling"] == 2 and repeats["more"] == 12
