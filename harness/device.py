@@ -73,7 +73,7 @@ def time_callable(fn: Callable[[], object], device: torch.device, *, warmup: int
     The last warm-up call is timed with the wall clock (after a synchronize) and serves the CPU timer as its probe
     of how long one call takes; without warm-up the CPU timer spends one call on that probe."""
     last_warmup: float | None = None
-    for i in range(warmup):
+    for _ in range(warmup):
         t0 = time.perf_counter()
         fn()
         synchronize(device)
@@ -202,7 +202,7 @@ def cpu_memory_cap(fraction: float | None) -> Iterator[str]:
         yield "none"
         return
     previous = resource.getrlimit(resource.RLIMIT_AS)
-    soft, hard = previous
+    hard = previous[1]
     cap = int(physical * fraction)
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)

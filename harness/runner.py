@@ -102,8 +102,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
     ``timing.cpu_threads``; the thread count that ran is in env.json and in every row. On CPU the process's
     address space is capped at ``cpu_memory_fraction`` of physical memory while the cells run (``oom`` cells
     instead of the kernel's OOM killer; None or 0: no cap)."""
-    cap = cpu_memory_cap(cpu_memory_fraction if device.type == "cpu" else None)
-    with cap as memory_cap:
+    with cpu_memory_cap(cpu_memory_fraction if device.type == "cpu" else None) as memory_cap:
         return _run_suite(suite, out, device, suite_path=suite_path, only=only, resume=resume, progress=progress,
                           write_report=write_report, cpu_allocator=cpu_allocator, threads=threads,
                           memory_cap=memory_cap)
