@@ -40,7 +40,7 @@ class CellTimeout(Exception):
 
 
 class RunError(Exception):
-    """A run that cannot start (output directory in use, suite changed under --resume, ...)."""
+    """A run that cannot start (results already in the output directory without --resume, duplicate cells)."""
 
 
 @contextlib.contextmanager

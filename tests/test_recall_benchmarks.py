@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+import architectures
 from harness.benchmarks import BENCHMARKS
 from harness.config import Suite, load_suite
 from harness.results import read_rows
@@ -152,12 +153,13 @@ def test_claims_kind_has_no_cells_and_checks_its_file(tmp_path):
 
 
 def test_master_table_suite_without_perplexity_is_valid_and_fits_its_plan(tmp_path):
-    """The committed suite minus its perplexity entries (that kind lives on another branch until merged)."""
+    """The committed suite's wiring, its perplexity entry set aside: which entries plan linformer and the floor."""
     raw = yaml.safe_load((REPO / "suites" / "master_table.yaml").read_text())
     assert {"scaling", "perplexity", "mqar", "claims", "equivalence"} <= {b["kind"] for b in raw["benchmarks"]}
     assert raw["allow_missing_mixers"] is True
     assert raw["mixers"] == ["standard", "flash", "sliding_window", "linear", "linformer", "reformer", "gla",
-                             "deltanet", "mamba", "kda"]
+                             "deltanet", "mamba", "kda",
+                             {"name": "sliding_window", "label": "no_context", "hparams": {"window": 1}}]
     raw["benchmarks"] = [b for b in raw["benchmarks"] if b["kind"] != "perplexity"]
     path = tmp_path / "master.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -169,3 +171,22 @@ def test_master_table_suite_without_perplexity_is_valid_and_fits_its_plan(tmp_pa
     # linformer (not causal) is planned only in the bidirectional scaling entries: the 1024..4096 one and the long one
     assert {c.benchmark for c in linformer} == {"scaling_bidirectional", "scaling_long_bidirectional"} == bidirectional
     assert plan(suite, torch.device("cuda"))
+    # without the perplexity entry the quality floor is planned nowhere: no other entry runs it
+    assert not [c for c in plan(suite, torch.device("cpu")) if c.mixer == "no_context"]
+
+
+def test_master_table_quality_floor_sees_no_other_token():
+    """`no_context`, the floor of the Master Table's quality column, is planned only in its perplexity entry, and its
+    layer's output at every position is unchanged when every other token changes (so the LM models the next byte
+    from the current one and its position only)."""
+    suite, _ = load_suite(REPO / "suites" / "master_table.yaml")
+    floor = [c for c in plan(suite, torch.device("cpu")) if c.mixer == "no_context"]
+    assert [(c.benchmark, c.mixer_name) for c in floor] == [("perplexity", "sliding_window")]
+    torch.manual_seed(0)
+    layer = architectures.create_mixer(floor[0].mixer_name, 64, 4, causal=True, **floor[0].hparams)
+    x = torch.randn(2, 37, 64)
+    y = layer(x)
+    for t in (0, 18, 36):
+        other = torch.randn_like(x)
+        other[:, t] = x[:, t]  # every token but t replaced
+        torch.testing.assert_close(layer(other)[:, t], y[:, t])
