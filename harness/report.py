@@ -51,16 +51,24 @@ def _scaling_benchmarks(suite: dict) -> dict[str, dict]:
     return out
 
 
+def _description(suite: dict, bench: str) -> list[str]:
+    """The entry's `description` (as written in the suite) as report lines, or none."""
+    for e in suite.get("suite", {}).get("benchmarks", []):
+        if (e.get("name") or e["kind"]) == bench and e.get("description"):
+            return [e["description"].strip(), ""]
+    return []
+
+
 def _op_speed_benchmarks(suite: dict) -> dict[str, str]:
     """op_speed benchmark label -> its reference implementation."""
     return {(e.get("name") or e["kind"]): e.get("params", {}).get("reference_impl") or "fast"
             for e in suite.get("suite", {}).get("benchmarks", []) if e["kind"] == "op_speed"}
 
 
-def _op_speed_section(df: pd.DataFrame, bench: str, reference: str) -> list[str]:
+def _op_speed_section(df: pd.DataFrame, bench: str, reference: str, description: list[str]) -> list[str]:
     """Per op: each implementation's median forward time, and how many times slower it is than the reference."""
     named = reference != "fast"
-    lines = [f"## Benchmark `{bench}` (op_speed)", "",
+    lines = [f"## Benchmark `{bench}` (op_speed)", "", *description,
              "Forward time of each implementation of a mixer's operator on the same inputs, in one process. "
              + (f"`x {reference}` = time / time of our `{reference}` form at the same length"
                 if named else "`x ours` = time / time of our fast form (`chunk`, `blocked`: the op's `reference_impl`) "
@@ -250,9 +258,9 @@ def write_report(out: str | Path) -> Path:
             if _plot(df, fits, metric, modes, bench, path, f"{bench}: {metric} vs n"):
                 lines += [f"![{bench} {tag}](plots/{path.name})", ""]
     for bench, reference in _op_speed_benchmarks(suite).items():
-        lines += _op_speed_section(df, bench, reference)
+        lines += _op_speed_section(df, bench, reference, _description(suite, bench))
     for bench, params in _benchmarks_of_kind(suite, "perplexity").items():
-        lines += _perplexity_section(df, out, bench, params)
+        lines += _perplexity_section(df, out, bench, params, _description(suite, bench))
     lines += recall_sections(df, out, meta)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
@@ -267,9 +275,9 @@ def _benchmarks_of_kind(suite: dict, kind: str) -> dict[str, dict]:
             if e["kind"] == kind}
 
 
-def _perplexity_section(df: pd.DataFrame, out: Path, bench: str, params: dict) -> list[str]:
+def _perplexity_section(df: pd.DataFrame, out: Path, bench: str, params: dict, description: list[str]) -> list[str]:
     baseline = params.get("baseline", "standard")
-    lines = [f"## Benchmark `{bench}` (perplexity)", "",
+    lines = [f"## Benchmark `{bench}` (perplexity)", "", *description,
              "Every mixer in the same byte-level DecoderLM (vocabulary 256), trained from the same seed on the same "
              "batches for the same token budget (`train_tokens`) with the same optimiser and schedule; the best "
              "learning rate of the sweep per mixer. Validation bits-per-byte (`val_bpb`) scores every byte of the "
@@ -415,8 +423,9 @@ def recall_sections(df: pd.DataFrame, out: Path, meta: dict) -> list[str]:
             continue
         keys = {"mqar": ["seq_len", "n_pairs", "d_model"], "selective_copy": ["seq_len", "d_model"],
                 "passkey": ["seq_len", "d_model", "eval_len"]}[kind]
-        lines += [f"## Benchmark `{bench}` ({kind})", "",
-                  "Test accuracy of a 2-layer LM per mixer, the best of the learning-rate sweep (every lr is listed "
+        lines += [f"## Benchmark `{bench}` ({kind})", ""] + ([entry["description"].strip(), ""]
+                                                             if entry.get("description") else [])
+        lines += ["Test accuracy of a 2-layer LM per mixer, the best of the learning-rate sweep (every lr is listed "
                   "below and in results.jsonl with `lr` and `best`); training stops early at the suite's "
                   "early-stop accuracy." + (" For passkey, seq_len is the training length and eval_len the "
                                             "evaluated one." if kind == "passkey" else ""), ""]

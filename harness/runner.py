@@ -85,8 +85,12 @@ def plan(suite: Suite, device: torch.device, only: str | None = None) -> list[Ce
     return cells
 
 
-def _matmul_peaks(cells: list[Cell], device: torch.device) -> dict[str, float]:
-    return {dt: measure_matmul_peak(device, getattr(torch, dt)) for dt in sorted({c.dtype for c in cells})}
+def _matmul_peaks(cells: list[Cell], device: torch.device, known: dict[str, float] | None = None) -> dict[str, float]:
+    """Measured matmul FLOP/s per dtype of the plan. A resumed run keeps the peaks it measured first (``known``):
+    every cell's achieved fraction of peak is then relative to one figure, the one env.json shows."""
+    known = known or {}
+    return {dt: known[dt] if dt in known else measure_matmul_peak(device, getattr(torch, dt))
+            for dt in sorted({c.dtype for c in cells})}
 
 
 def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device) -> dict:
@@ -136,7 +140,7 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
     torch.set_num_threads(threads_for(None))
     allocator = configure_cpu_allocator(cpu_allocator) if device.type == "cpu" else "cuda caching allocator"
     env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
-           "matmul_peak_flops": _matmul_peaks(cells, device)}
+           "matmul_peak_flops": _matmul_peaks(cells, device, old_env.get("matmul_peak_flops"))}
     if old_env:
         env["resumed_from"] = {k: old_env.get(k) for k in ("time_utc", "git_commit", "torch", "device_name")}
     env_path.write_text(json.dumps(env, indent=2))

@@ -223,6 +223,7 @@ benchmarks:
     params: {json.dumps(TINY)}
   - kind: perplexity
     name: local
+    description: A local text file.
     mixers: [standard]
     modes: [causal_lm]
     sweep: {{seq_len: [32], batch: [4], d_model: [32], n_heads: [2]}}
@@ -245,6 +246,9 @@ benchmarks:
             assert (out / r["checkpoint"]).exists() and (out / r["curve"]).exists()
     report = (out / "report.md").read_text()
     assert "## Benchmark `embedded` (perplexity)" in report and "## Benchmark `local` (perplexity)" in report
+    # an entry's description under its heading (only the entry that has one)
+    assert report.split("## Benchmark `local` (perplexity)\n\n")[1].startswith("A local text file.\n")
+    assert report.count("A local text file.") == 1
     assert "**Quality** = 100 × ppl(`standard`) / ppl(mixer)" in report
     assert (out / "plots" / "embedded-curves.png").exists()
 

@@ -10,6 +10,7 @@ import yaml
 import architectures
 from harness.benchmarks import BENCHMARKS
 from harness.config import Suite, load_suite
+from harness.report import write_report
 from harness.results import read_rows
 from harness.runner import plan, run_suite
 
@@ -61,7 +62,7 @@ def test_selective_copy_and_passkey_rows(tmp_path):
         {"kind": "selective_copy", "modes": ["train"],
          "sweep": {"seq_len": [24], "batch": [16], "d_model": [16], "n_heads": [2]},
          "params": {**TINY, "n_tokens": 4, "vocab_size": 8}},
-        {"kind": "passkey", "modes": ["train"],
+        {"kind": "passkey", "modes": ["train"], "description": "Passkey retrieval beyond the training length.",
          "sweep": {"seq_len": [128], "batch": [16], "d_model": [16], "n_heads": [2]},
          "params": {**TINY, "lrs": [3e-3], "eval_lengths": [64, 160, 256], "eval_examples": 8}},
     ], mixers=("standard",))
@@ -73,6 +74,10 @@ def test_selective_copy_and_passkey_rows(tmp_path):
     # the training length and the longer evaluation lengths (64 is shorter than training: not evaluated)
     assert sorted(r["eval_len"] for r in pk) == [128, 160, 256]
     assert all(r["seq_len"] == 128 and r["best"] for r in pk)
+    # the report: each recall section under its heading, the passkey entry's description first
+    report = write_report(tmp_path / "out").read_text()
+    assert "## Benchmark `selective_copy` (selective_copy)\n\nTest accuracy" in report
+    assert "## Benchmark `passkey` (passkey)\n\nPasskey retrieval beyond the training length.\n\nTest" in report
 
 
 def test_params_profiles_override_per_device():

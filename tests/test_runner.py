@@ -204,6 +204,10 @@ def test_resume_reruns_only_missing_cells(tmp_path):
     path.write_text("\n".join(kept) + "\n")
     with pytest.raises(RunError, match="--resume"):
         run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    env_path = tmp_path / "env.json"
+    env = json.loads(env_path.read_text())
+    env["matmul_peak_flops"]["float32"] = 123.0  # a figure no measurement gives: the first run's peak must stay
+    env_path.write_text(json.dumps(env))
     CALLS.clear()
     summary = run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False)
     assert set(CALLS) == {32}, "only the missing cell runs again"
@@ -211,6 +215,9 @@ def test_resume_reruns_only_missing_cells(tmp_path):
     assert sorted({r["seq_len"] for r in read_rows(path)}) == [16, 32, 64]
     run_ids = {r["run_id"] for r in read_rows(path)}
     assert len(run_ids) == 1, "a resumed run keeps its run id"
+    env = json.loads(env_path.read_text())
+    assert env["matmul_peak_flops"] == {"float32": 123.0}, "a resumed run keeps the peak its cells were rated by"
+    assert env["resumed_from"]["time_utc"]
 
 
 def test_interrupted_run_keeps_completed_cells_and_resumes(tmp_path):
