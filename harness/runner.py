@@ -93,6 +93,30 @@ def _matmul_peaks(cells: list[Cell], device: torch.device, known: dict[str, floa
             for dt in sorted({c.dtype for c in cells})}
 
 
+def suite_changes(old, new, path: str = "", limit: int = 20) -> list[str]:
+    """Paths at which two resolved suites (the ``suite.yaml`` a run wrote) differ, e.g. ``suite.timing.min_repeats``
+    or ``mixers[10]``: what a resumed run's earlier cells were measured under that its new cells are not."""
+    changes: list[str] = []
+
+    def walk(a, b, at: str) -> None:
+        if len(changes) > limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(a) + [k for k in b if k not in a]:
+                walk(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{at}.{k}" if at else str(k))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{at}[{i}]")
+        elif a != b:
+            changes.append(at or "(whole suite)")
+
+    walk(old, new, path)
+    return changes if len(changes) <= limit else changes[:limit] + ["..."]
+
+
+_ABSENT = object()
+
+
 def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device) -> dict:
     return {"run_id": run_id, "suite": suite.suite, "cell_id": cell.cell_id, **cell.fields(),
             "device": str(device), "threads": torch.get_num_threads()}
@@ -141,12 +165,21 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
     allocator = configure_cpu_allocator(cpu_allocator) if device.type == "cpu" else "cuda caching allocator"
     env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
            "matmul_peak_flops": _matmul_peaks(cells, device, old_env.get("matmul_peak_flops"))}
-    if old_env:
-        env["resumed_from"] = {k: old_env.get(k) for k in ("time_utc", "git_commit", "torch", "device_name")}
-    env_path.write_text(json.dumps(env, indent=2))
     resolved = {"source": str(suite_path) if suite_path else None, "device": str(device), "only": only,
                 "mixers": [m.model_dump() for m in resolve_mixers(suite, only)],
                 "suite": suite.model_dump(mode="json")}
+    if old_env:
+        env["resumed_from"] = {k: old_env.get(k) for k in ("time_utc", "git_commit", "torch", "device_name")}
+        suite_path_old = out / "suite.yaml"
+        if suite_path_old.exists():
+            # yaml round trip: the snapshot as it would be read back, so that only real differences count
+            changed = suite_changes(yaml.safe_load(suite_path_old.read_text()),
+                                    yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)))
+            env["resumed_from"]["suite_changes"] = changed
+            if changed:
+                print(f"warning: resuming {out} with a suite that differs from the one its earlier cells ran under "
+                      f"(the cells already measured are kept as they are): {', '.join(changed)}", file=sys.stderr)
+    env_path.write_text(json.dumps(env, indent=2))
     (out / "suite.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     specs = {m.name: architectures.get_mixer(m.name).spec.as_dict()
              for m in resolve_mixers(suite, only) if not m.missing}

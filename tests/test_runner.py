@@ -217,7 +217,22 @@ def test_resume_reruns_only_missing_cells(tmp_path):
     assert len(run_ids) == 1, "a resumed run keeps its run id"
     env = json.loads(env_path.read_text())
     assert env["matmul_peak_flops"] == {"float32": 123.0}, "a resumed run keeps the peak its cells were rated by"
-    assert env["resumed_from"]["time_utc"]
+    assert env["resumed_from"]["time_utc"] and env["resumed_from"]["suite_changes"] == []
+
+
+def test_resuming_with_a_changed_suite_records_and_reports_what_changed(tmp_path, capsys):
+    CALLS.clear()
+    run_suite(suite(["_test_counting"], seq_lens=(16, 32)), tmp_path, CPU, progress=False, write_report=False)
+    changed = suite(["_test_counting"], seq_lens=(16, 32, 64))
+    changed = changed.model_copy(update={"timing": changed.timing.model_copy(update={"min_repeats": 3})})
+    capsys.readouterr()
+    CALLS.clear()
+    run_suite(changed, tmp_path, CPU, progress=False, resume=True, write_report=False)
+    assert set(CALLS) == {64}  # the added length runs; the others are kept as measured
+    diff = json.loads((tmp_path / "env.json").read_text())["resumed_from"]["suite_changes"]
+    assert diff == ["suite.timing.min_repeats", "suite.benchmarks[0].sweep.seq_len"]
+    err = capsys.readouterr().err
+    assert "differs from the one its earlier cells ran under" in err and "suite.timing.min_repeats" in err
 
 
 def test_interrupted_run_keeps_completed_cells_and_resumes(tmp_path):
