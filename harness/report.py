@@ -51,12 +51,13 @@ def _scaling_benchmarks(suite: dict) -> dict[str, dict]:
     return out
 
 
-def _description(suite: dict, bench: str) -> list[str]:
-    """The entry's `description` (as written in the suite) as report lines, or none."""
-    for e in suite.get("suite", {}).get("benchmarks", []):
-        if (e.get("name") or e["kind"]) == bench and e.get("description"):
-            return [e["description"].strip(), ""]
-    return []
+def _description(entry: dict) -> list[str]:
+    """A benchmark entry's `description` (as written in the suite) as the lines under its heading, or none."""
+    return [entry["description"].strip(), ""] if entry.get("description") else []
+
+
+def _entry(suite: dict, bench: str) -> dict:
+    return next(e for e in suite.get("suite", {}).get("benchmarks", []) if (e.get("name") or e["kind"]) == bench)
 
 
 def _op_speed_benchmarks(suite: dict) -> dict[str, str]:
@@ -191,8 +192,7 @@ def write_report(out: str | Path) -> Path:
     fits = scaling_fits(df, specs, {b: v["fit"] for b, v in scaling.items()})
     for bench, cfg in scaling.items():
         lines += [f"## Benchmark `{bench}` (scaling)", ""]
-        if cfg.get("description"):
-            lines += [cfg["description"].strip(), ""]
+        lines += _description(cfg)
         if cfg["scope"] == "operator":
             lines += ["Scope: **operator**. Each mixer's core operator alone (our fast form in "
                       "`architectures.ops.catalog`, column `op_impl` of the results) on (B, n, H, d_model/H) inputs, "
@@ -258,9 +258,9 @@ def write_report(out: str | Path) -> Path:
             if _plot(df, fits, metric, modes, bench, path, f"{bench}: {metric} vs n"):
                 lines += [f"![{bench} {tag}](plots/{path.name})", ""]
     for bench, reference in _op_speed_benchmarks(suite).items():
-        lines += _op_speed_section(df, bench, reference, _description(suite, bench))
+        lines += _op_speed_section(df, bench, reference, _description(_entry(suite, bench)))
     for bench, params in _benchmarks_of_kind(suite, "perplexity").items():
-        lines += _perplexity_section(df, out, bench, params, _description(suite, bench))
+        lines += _perplexity_section(df, out, bench, params, _description(_entry(suite, bench)))
     lines += recall_sections(df, out, meta)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
@@ -423,9 +423,8 @@ def recall_sections(df: pd.DataFrame, out: Path, meta: dict) -> list[str]:
             continue
         keys = {"mqar": ["seq_len", "n_pairs", "d_model"], "selective_copy": ["seq_len", "d_model"],
                 "passkey": ["seq_len", "d_model", "eval_len"]}[kind]
-        lines += [f"## Benchmark `{bench}` ({kind})", ""] + ([entry["description"].strip(), ""]
-                                                             if entry.get("description") else [])
-        lines += ["Test accuracy of a 2-layer LM per mixer, the best of the learning-rate sweep (every lr is listed "
+        lines += [f"## Benchmark `{bench}` ({kind})", "", *_description(entry),
+                  "Test accuracy of a 2-layer LM per mixer, the best of the learning-rate sweep (every lr is listed "
                   "below and in results.jsonl with `lr` and `best`); training stops early at the suite's "
                   "early-stop accuracy." + (" For passkey, seq_len is the training length and eval_len the "
                                             "evaluated one." if kind == "passkey" else ""), ""]

@@ -93,6 +93,9 @@ def _matmul_peaks(cells: list[Cell], device: torch.device, known: dict[str, floa
             for dt in sorted({c.dtype for c in cells})}
 
 
+_ABSENT = object()  # a key one of two compared suites does not have
+
+
 def suite_changes(old, new, path: str = "", limit: int = 20) -> list[str]:
     """Paths at which two resolved suites (the ``suite.yaml`` a run wrote) differ, e.g. ``suite.timing.min_repeats``
     or ``mixers[10]``: what a resumed run's earlier cells were measured under that its new cells are not."""
@@ -112,9 +115,6 @@ def suite_changes(old, new, path: str = "", limit: int = 20) -> list[str]:
 
     walk(old, new, path)
     return changes if len(changes) <= limit else changes[:limit] + ["..."]
-
-
-_ABSENT = object()
 
 
 def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device) -> dict:
@@ -170,10 +170,10 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
                 "suite": suite.model_dump(mode="json")}
     if old_env:
         env["resumed_from"] = {k: old_env.get(k) for k in ("time_utc", "git_commit", "torch", "device_name")}
-        suite_path_old = out / "suite.yaml"
-        if suite_path_old.exists():
+        snapshot = out / "suite.yaml"  # the suite the earlier cells ran under, rewritten below
+        if snapshot.exists():
             # yaml round trip: the snapshot as it would be read back, so that only real differences count
-            changed = suite_changes(yaml.safe_load(suite_path_old.read_text()),
+            changed = suite_changes(yaml.safe_load(snapshot.read_text()),
                                     yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)))
             env["resumed_from"]["suite_changes"] = changed
             if changed:
