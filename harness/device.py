@@ -9,6 +9,7 @@
   device-independent figure is ``harness.measure.LiveTensorBytes``).
 - ``is_oom``: whether an exception is an out-of-memory on either device.
 - ``device_info``: the device's name, for the environment record.
+- ``matmul_peak_sizes``: the square matmul sizes whose best FLOP/s is taken as the device's peak.
 - ``cpu_memory_cap``: an address-space limit below physical memory, so that a cell too large for the machine fails
   as a recorded ``oom`` instead of the kernel killing the run.
 - ``configure_cpu_allocator``: makes glibc keep freed memory for reuse (the CPU counterpart of CUDA's caching
@@ -223,6 +224,14 @@ def is_oom(err: BaseException) -> bool:
         or "out of memory" in message.lower()
         or "DefaultCPUAllocator: can't allocate memory" in message
     )
+
+
+def matmul_peak_sizes(device: torch.device) -> tuple[int, ...]:
+    """Sizes over which ``harness.measure.measure_matmul_peak`` takes the best: a CPU core peaks on cache-sized
+    blocks (256-512 here; 1024 already streams from L3), a GPU only on large ones (it needs thousands of tiles)."""
+    if device.type == "cuda":
+        return (2048, 4096, 8192)
+    return (256, 512, 1024)
 
 
 def empty_cache(device: torch.device) -> None:
