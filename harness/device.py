@@ -9,6 +9,8 @@
   device-independent figure is ``harness.measure.LiveTensorBytes``).
 - ``is_oom``: whether an exception is an out-of-memory on either device.
 - ``device_info``: the device's name, for the environment record.
+- ``matmul_peak_sizes``: the square matmul sizes whose best FLOP/s is taken as the device's peak.
+- ``cuda_status``: whether CUDA can run here and, if not, why (for ``scripts/gpu_check.sh``); the GPU's name.
 - ``cpu_memory_cap``: an address-space limit below physical memory, so that a cell too large for the machine fails
   as a recorded ``oom`` instead of the kernel killing the run.
 - ``configure_cpu_allocator``: makes glibc keep freed memory for reuse (the CPU counterpart of CUDA's caching
@@ -223,6 +225,31 @@ def is_oom(err: BaseException) -> bool:
         or "out of memory" in message.lower()
         or "DefaultCPUAllocator: can't allocate memory" in message
     )
+
+
+def matmul_peak_sizes(device: torch.device) -> tuple[int, ...]:
+    """Sizes over which ``harness.measure.measure_matmul_peak`` takes the best: a CPU core peaks on cache-sized
+    blocks (256-512 here; 1024 already streams from L3), a GPU only on large ones (it needs thousands of tiles)."""
+    if device.type == "cuda":
+        return (2048, 4096, 8192)
+    return (256, 512, 1024)
+
+
+def cuda_status() -> dict:
+    """{"available", "reason" (None when available), "torch", "cuda_build", "gpu", "capability", "memory_bytes",
+    "gpu_count"}: what a GPU check reports about the machine before it runs anything."""
+    status = {"available": False, "reason": None, "torch": torch.__version__, "cuda_build": torch.version.cuda,
+              "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+              "gpu": None, "capability": None, "memory_bytes": None, "gpu_count": 0}
+    if torch.version.cuda is None:
+        status["reason"] = f"torch {torch.__version__} is a build without CUDA"
+    elif not torch.cuda.is_available():
+        status["reason"] = f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU"
+    else:
+        props = torch.cuda.get_device_properties(0)
+        status.update(available=True, gpu=props.name, capability=f"{props.major}.{props.minor}",
+                      memory_bytes=props.total_memory, gpu_count=torch.cuda.device_count())
+    return status
 
 
 def empty_cache(device: torch.device) -> None:

@@ -16,7 +16,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 STATUSES = ("ok", "error", "oom", "timeout", "skipped", "missing")
-DETERMINISTIC_METRICS = ("flops", "peak_tensor_bytes", "state_bytes", "state_bytes_analytic", "params")
+DETERMINISTIC_METRICS = ("flops", "flops_executed", "peak_tensor_bytes", "state_bytes", "state_bytes_analytic",
+                         "params")
 KEY_COLUMNS = ("benchmark", "mixer", "impl", "mode", "seq_len", "batch", "d_model", "n_heads", "dtype", "seed")
 
 

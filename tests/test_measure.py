@@ -56,7 +56,7 @@ def test_instrumented_records_sdpa_backend():
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
         got = instrumented(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True))
     assert got.sdpa_backend == "FLASH_ATTENTION (cpu)"
-    assert got.flops == 2 * 2 * 2 * 32 * 32 * 16
+    assert got.flops == got.flops_executed == 2 * 2 * 2 * (32 * 33 // 2) * 16  # the causal pairs, n(n+1)/2
     assert got.peak_tensor_bytes >= 2 * 32 * 16 * 4
     with sdpa_kernel([SDPBackend.MATH]):
         got = instrumented(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import flop_notes
+
 
 def _visible(T: int, S: int, causal: bool, device: torch.device) -> torch.Tensor | None:
     if not causal:
@@ -58,6 +60,7 @@ def latent_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Ten
     scores = q @ k.transpose(-2, -1)  # (B, H, T, S): the n x n matrix of every head
     visible = _visible(T, S, causal, scores.device)
     if visible is not None:
+        flop_notes.masked_scores(scores, kept=visible, d_qk=q.shape[-1], d_v=v.shape[-1])
         scores = scores.masked_fill(~visible, float("-inf"))
     out = scores.softmax(dim=-1) @ v  # (B, H, T, D_v)
     return out.transpose(1, 2)  # (B, T, H, D_v)
@@ -75,6 +78,7 @@ def absorbed_latent_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: 
     scores = scores.view(B, H, T, S)
     visible = _visible(T, S, causal, scores.device)
     if visible is not None:
+        flop_notes.masked_scores(scores, kept=visible, d_qk=c_kv.shape[-1] + k_rope.shape[-1], d_v=c_kv.shape[-1])
         scores = scores.masked_fill(~visible, float("-inf"))
     o_latent = scores.softmax(dim=-1).view(B, H * T, S) @ c_kv  # (B, H*T, d_c): attention-weighted latents
     o_latent = o_latent.view(B, H, T, -1)

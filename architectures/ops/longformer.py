@@ -23,6 +23,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import flop_notes
+
 
 def global_index(global_positions: Sequence[int], T: int) -> list[int]:
     """The global positions that fall inside a sequence of length T, sorted and unique."""
@@ -78,6 +80,7 @@ def longformer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, w
     ok = inside & ~key_global & ((qpos - kpos).abs() <= c)  # (nb, c, sides*c)
     if causal:
         ok = ok & (kpos <= qpos)
+    flop_notes.masked_scores(band, kept=ok, d_qk=D, d_v=D)
     band = band.masked_fill(~ok, float("-inf"))
 
     # ---- global columns: every query against the g global keys ---------------------------------------------------
@@ -85,7 +88,9 @@ def longformer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, w
     kg, vg = k[:, glob].transpose(1, 2), v[:, glob].transpose(1, 2)  # (B, H, g, D)
     cols = qb @ kg[:, :, None].transpose(-2, -1) * scale  # (B, H, nb, c, g)
     if causal:
-        cols = cols.masked_fill(glob.view(1, 1, g) > qpos, float("-inf"))
+        late = glob.view(1, 1, g) > qpos  # (nb, c, g): global keys after the query
+        flop_notes.masked_scores(cols, discarded=late, d_qk=D, d_v=D)
+        cols = cols.masked_fill(late, float("-inf"))
     weights = torch.cat([cols, band], dim=-1).softmax(dim=-1)  # one softmax over global keys and the band
     out = weights[..., :g] @ vg[:, :, None] + weights[..., g:] @ vb  # (B, H, nb, c, D)
     out = out.permute(0, 2, 3, 1, 4).reshape(B, nb * c, H, D)[:, :T]  # (B, T, H, D)
@@ -95,7 +100,9 @@ def longformer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, w
         qg = q[:, glob].transpose(1, 2)  # (B, H, g, D)
         rows = qg @ k.transpose(1, 2).transpose(-2, -1) * scale  # (B, H, g, T): g x n, not n x n
         if causal:
-            rows = rows.masked_fill(torch.arange(T, device=dev)[None, :] > glob[:, None], float("-inf"))
+            future = torch.arange(T, device=dev)[None, :] > glob[:, None]  # (g, T)
+            flop_notes.masked_scores(rows, discarded=future, d_qk=D, d_v=D)
+            rows = rows.masked_fill(future, float("-inf"))
         rows = rows.softmax(dim=-1) @ v.transpose(1, 2)  # (B, H, g, D)
         out = out.index_copy(1, glob, rows.transpose(1, 2).to(out.dtype))  # overwrite the global tokens' outputs
     return out

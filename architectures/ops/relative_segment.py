@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import flop_notes
+
 
 def sinusoid_embedding(distances: torch.Tensor, dim: int) -> torch.Tensor:
     """R_d as in the paper's code: [sin(d f), cos(d f)] with f_i = 1 / 10000^(2i/dim). distances (S,) -> (S, dim)."""
@@ -89,6 +91,7 @@ def rel_segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_m
     # Visible: causal (distance >= 0) and not before position 0 (segment start tau*L, key position tau*L - M + j).
     start = torch.arange(n_seg, device=dev)[:, None, None] * L  # (n_seg, 1, 1)
     ok = (dist >= 0) & (start - M + j >= 0)  # (n_seg, L, M + L)
+    flop_notes.masked_scores(scores, kept=ok, d_qk=2 * D, d_v=D)  # content and position products, then values
     scores = scores.masked_fill(~ok, float("-inf"))
     out = scores.softmax(dim=-1) @ values  # (B, H, n_seg, L, D)
     return out.permute(0, 2, 3, 1, 4).reshape(B, n_seg * L, H, D)[:, :T]  # (B, T, H, D)

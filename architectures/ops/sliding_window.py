@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import flop_notes
 from .softmax_attention import naive_softmax_attention
 
 
@@ -41,6 +42,7 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     band = (j > r) & (j <= r + w)  # (w, 2w)
     mask = band.expand(n_blocks, w, 2 * w).clone()
     mask[0, :, :w] = False
+    flop_notes.masked_scores(scores, kept=mask, d_qk=D, d_v=D)  # the band is ~half of the (w, 2w) block
     scores = scores.masked_fill(~mask, float("-inf"))
     out = scores.softmax(dim=-1) @ v2  # (B, H, nb, w, D)
     out = out.permute(0, 2, 3, 1, 4).reshape(B, n_blocks * w, H, D)  # (B, nb*w, H, D)

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from .. import flop_notes
+
 
 def naive_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
                             window: int | None = None, q_offset: int = 0) -> torch.Tensor:
@@ -49,6 +51,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, caus
     scores = (q @ k.transpose(-2, -1)).view(B, H_kv, G, T, S) / math.sqrt(D)  # the n x n matrix of every head
     if causal:
         future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
+        flop_notes.masked_scores(scores, discarded=future, d_qk=D, d_v=v.shape[-1])  # computed, then discarded
         scores = scores.masked_fill(future, float("-inf"))
     weights = scores.softmax(dim=-1).view(B, H_kv, G * T, S)
     out = (weights @ v).view(B, H_kv, G, T, D)
