@@ -21,6 +21,7 @@ import yaml  # noqa: E402
 from .analysis import (crossovers, kv_cache_per_token, ok_metric, perplexity_best, quality_table,  # noqa: E402
                        scaling_fits, state_ratios)
 from .results import load_results  # noqa: E402
+from .measure import FLOP_CONVENTION  # noqa: E402
 
 UNITS = {  # metric -> (scale, label)
     "time_s": (1e3, "ms"),
@@ -190,6 +191,7 @@ def write_report(out: str | Path) -> Path:
                   _md(failed[["benchmark", "mixer", "impl", "mode", "seq_len", "status", "error"]]), ""]
 
     fits = scaling_fits(df, specs, {b: v["fit"] for b, v in scaling.items()})
+    lines += ["**FLOP convention** (every scaling table below): " + FLOP_CONVENTION, ""] if scaling else []
     for bench, cfg in scaling.items():
         lines += [f"## Benchmark `{bench}` (scaling)", ""]
         lines += _description(cfg)
