@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from architectures import flop_notes
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from architectures import flop_notes
 
 aten = torch.ops.aten
 

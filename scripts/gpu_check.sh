@@ -32,6 +32,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# This checkout's code is what runs, whether or not the install step below succeeds (its failure is reported).
+export PYTHONPATH="$(pwd -P)${PYTHONPATH:+:$PYTHONPATH}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 OUT="${OUT:-$WORK}"
 STEPS="$WORK/steps.tsv"

@@ -91,6 +91,7 @@ def longformer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, w
         late = glob.view(1, 1, g) > qpos  # (nb, c, g): global keys after the query
         flop_notes.masked_scores(cols, discarded=late, d_qk=D, d_v=D)
         cols = cols.masked_fill(late, float("-inf"))
+        del late  # freed here, as the inline mask it was, so that peak bytes do not move
     weights = torch.cat([cols, band], dim=-1).softmax(dim=-1)  # one softmax over global keys and the band
     out = weights[..., :g] @ vg[:, :, None] + weights[..., g:] @ vb  # (B, H, nb, c, D)
     out = out.permute(0, 2, 3, 1, 4).reshape(B, nb * c, H, D)[:, :T]  # (B, T, H, D)
@@ -103,6 +104,7 @@ def longformer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, w
             future = torch.arange(T, device=dev)[None, :] > glob[:, None]  # (g, T)
             flop_notes.masked_scores(rows, discarded=future, d_qk=D, d_v=D)
             rows = rows.masked_fill(future, float("-inf"))
+            del future
         rows = rows.softmax(dim=-1) @ v.transpose(1, 2)  # (B, H, g, D)
         out = out.index_copy(1, glob, rows.transpose(1, 2).to(out.dtype))  # overwrite the global tokens' outputs
     return out

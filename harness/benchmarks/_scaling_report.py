@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..analysis import crossovers, scaling_fits, state_ratios
+from ..measure import FLOP_CONVENTION
 from ..report.markdown import heading, md, pivot
 from ..report.plots import scaling_plot
 
@@ -43,6 +44,8 @@ def section(run: RunData, entry: BenchmarkEntry) -> list[str]:
         fits.to_csv(run.out / "fits.csv", index=False)
     fits = fits[fits["benchmark"] == entry.label] if not fits.empty else fits
     lines = heading(entry) + ([OPERATOR_SCOPE, ""] if p.scope == "operator" else [])
+    lines += ["**FLOP convention** (`flops`, `flops_executed`, `flops_per_s`, `peak_fraction` below): "
+              + FLOP_CONVENTION, ""]
     lines += exponents(fits, p.fit.last_points, p.fit.tolerance)
     if p.crossover_against:  # an entry with `crossover_against: []` has no crossover section
         lines += crossover(rows, entry.label, p.crossover_against)
