@@ -37,6 +37,8 @@ def cmd_list(args) -> int:
                          "impls": ",".join(s.impls),
                          "hparams": ", ".join(f"{k}={v}" for k, v in s.default_hparams.items()) or "-"})
         _print_table(rows)
+    elif args.what == "models":
+        _print_table(_model_rows(args.pattern))
     elif args.what == "benchmarks":
         from .benchmarks import BENCHMARKS
 
@@ -55,6 +57,24 @@ def cmd_list(args) -> int:
             rows.append({"suite": str(path.relative_to(REPO_ROOT)), "description": desc[:100]})
         _print_table(rows)
     return 0
+
+
+def _model_rows(pattern: str) -> list[dict]:
+    """One row per registered model preset; parameters counted on the meta device (no memory, seconds)."""
+    from architectures.models import build_model, get_model, list_models
+
+    rows = []
+    for name in list_models(pattern):
+        p = get_model(name)
+        model = build_model(name, "full", device="meta")
+        total = model.num_params()
+        active = model.active_params() if hasattr(model, "active_params") else total
+        rows.append({"model": name, "family": p.family, "kind": p.kind,
+                     "paper": f"{p.paper.title[:44]} ({p.paper.year}, arXiv:{p.paper.arxiv})",
+                     "params": f"{total / 1e9:.2f}B" if total >= 1e9 else f"{total / 1e6:.1f}M",
+                     "active": f"{active / 1e9:.2f}B" if active >= 1e9 else f"{active / 1e6:.1f}M",
+                     "published": ", ".join(f"{k} {v / 1e9:g}B" for k, v in p.published.items()) or "-"})
+    return rows
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -183,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Benchmark and compare attention methods (transformer-bench).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("list", help="list registered mixers, benchmark kinds or suites")
-    s.add_argument("what", nargs="?", choices=["mixers", "suites", "benchmarks"], default="mixers")
+    s = sub.add_parser("list", help="list registered mixers, model presets, benchmark kinds or suites")
+    s.add_argument("what", nargs="?", choices=["mixers", "models", "suites", "benchmarks"], default="mixers")
     s.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. '*attn*'")
     s.set_defaults(func=cmd_list)
 
