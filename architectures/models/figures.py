@@ -18,11 +18,18 @@
   the tests hold equal to the formula.
 - ``weight_bytes``: ``params`` x bits / 8 per dtype (values only; int4 = half a byte per weight).
 
+MoE on the meta device: routing is data-dependent (which tokens go to which expert), and a meta tensor has no data.
+``meta_moe_dispatch`` replaces, for meta inputs only, the dispatch of ``architectures.models.moe.MoE`` by one that
+runs the router, then k experts on every token (weighted by the router's k weights) and the shared experts: the same
+matmuls per token as any routing without capacity dropping (k expert evaluations per token). Real tensors keep the
+module's own forward.
+
 Encoders and vision models have no decode state: their decode and state figures are None, and the forward runs on
 ``context`` tokens (vision: one image of the model's own size).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,12 +61,42 @@ class ModelFigures:
         return asdict(self)
 
 
+def _meta_moe_forward(moe, x: torch.Tensor) -> torch.Tensor:
+    """MoE forward for meta tensors: the router, then k experts on every token, then the shared experts."""
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1])  # (N, D)
+    _, weights, _ = moe.router(flat)  # (N, k)
+    out = torch.zeros_like(flat)
+    for j in range(moe.top_k):  # the j-th choice of every token; expert j's weights stand for whichever it is
+        out = out + moe._expert(j, flat) * weights[:, j, None].to(flat.dtype)
+    if moe.shared is not None:
+        out = out + moe.shared(flat)
+    return out.view(shape)
+
+
+@contextmanager
+def meta_moe_dispatch():
+    """Within: ``MoE.forward`` on meta inputs runs ``_meta_moe_forward`` (see the module docstring)."""
+    from .moe import MoE
+
+    original = MoE.forward
+
+    def forward(self, x):
+        return _meta_moe_forward(self, x) if x.is_meta else original(self, x)
+
+    MoE.forward = forward
+    try:
+        yield
+    finally:
+        MoE.forward = original
+
+
 def count_flops(fn) -> tuple[int, Any]:
     """(FLOPs, result) of ``fn()`` under a FlopCounterMode (works on meta tensors: the formulas use shapes only)."""
     from harness.measure import count_flops_mode  # the counter with the CPU SDPA formulas the harness uses
 
     counter: FlopCounterMode = count_flops_mode()
-    with counter:
+    with counter, meta_moe_dispatch():
         result = fn()
     return int(counter.get_total_flops()), result
 
