@@ -73,3 +73,45 @@ def test_decode_roofline_bytes():
     fig = F.model_figures(_fake("meta", n_kv_heads=2), "decoder", context=16)
     got = F.decode_bytes_per_token(fig, 4096, "bf16")
     assert got == fig.params * 2 + fig.state_bytes["bf16"]["4096"]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_every_full_preset_on_meta_allocates_no_weights():
+    """Every registered preset's full size: parameters on meta, the figures computed, the process barely grows
+    (the largest preset holds hundreds of GB of weights)."""
+    import gc
+
+    import architectures.models as M
+
+    M.build_model(M.list_models()[0], "full", device="meta")  # warm-up: imports, allocator pools
+    gc.collect()
+    before = _rss_bytes()
+    total = 0
+    for name in M.list_models():
+        preset = M.get_model(name)
+        model = M.build_model(name, "full", device="meta")
+        assert all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers())
+        fig = F.model_figures(model, preset.kind, context=128, contexts=(4096,))
+        assert fig.params == model.num_params() > 0 and fig.prefill_flops_per_token > 0
+        total += fig.params * 4
+        del model
+    grown = _rss_bytes() - before
+    assert grown < 300e6 and grown < total / 20, f"RSS grew by {grown / 1e6:.0f} MB for {total / 1e9:.0f} GB of fp32 weights"
+
+
+def test_moe_meta_flops_equal_real_flops():
+    from architectures.models.moe import MoE
+
+    torch.manual_seed(0)
+    kw = dict(d_model=32, d_expert=24, n_experts=6, top_k=2, n_shared=1)
+    real = MoE(**kw)
+    with torch.device("meta"):
+        meta = MoE(**kw)
+    x = torch.randn(3, 17, 32)
+    a, _ = F.count_flops(lambda: real(x))
+    b, _ = F.count_flops(lambda: meta(x.to("meta")))
+    assert a == b > 0
