@@ -262,6 +262,9 @@ def write_report(out: str | Path) -> Path:
     for bench, params in _benchmarks_of_kind(suite, "perplexity").items():
         lines += _perplexity_section(df, out, bench, params, _description(_entry(suite, bench)))
     lines += recall_sections(df, out, meta)
+    from .model_report import kind_sections  # the model kinds' own sections (the report_section contract)
+
+    lines += kind_sections(out, df, suite)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
         fits.to_csv(out / "fits.csv", index=False)

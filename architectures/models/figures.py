@@ -25,7 +25,8 @@ matmuls per token as any routing without capacity dropping (k expert evaluations
 module's own forward.
 
 Encoders and vision models have no decode state: their decode and state figures are None, and the forward runs on
-``context`` tokens (vision: one image of the model's own size).
+``context`` tokens, at most as many as a learned position table holds (BERT: 512; ``ModelFigures.context`` says
+which), or for vision on one image of the model's own size (FLOPs per token = per patch position, [CLS] included).
 """
 from __future__ import annotations
 
@@ -130,6 +131,14 @@ def example_input(model: nn.Module, kind: str, context: int, batch: int = 1) -> 
     return tokens
 
 
+def max_context(model: nn.Module) -> int:
+    """The longest input a model takes: a learned position table's rows (BERT 512), else unbounded."""
+    cfg = getattr(model, "cfg", None)
+    if getattr(cfg, "positions", None) == "learned":
+        return cfg.max_seq_len - getattr(cfg, "position_offset", 0)
+    return 2**62
+
+
 def _scaled(fp32: float) -> dict[str, float]:
     return {name: fp32 * bits / 32 for name, bits in BITS.items()}
 
@@ -151,6 +160,7 @@ def model_figures(model: nn.Module, kind: str, context: int = 4096, contexts=CON
     weights = {name: params * bits / 8 for name, bits in BITS.items()}
     active_weights = {name: active * bits / 8 for name, bits in BITS.items()}
     if kind not in DECODER_KINDS:
+        context = min(context, max_context(model))
         x = example_input(model, kind, context)
         flops, _ = count_flops(lambda: model(*x) if isinstance(x, tuple) else model(x))
         per = context if kind != "vision" else max(1, getattr(model, "n_positions", 1))
