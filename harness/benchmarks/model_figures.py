@@ -21,7 +21,7 @@ import time
 from typing import Any, Iterator
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from ..config import ResolvedMixer
 from . import Benchmark, Cell, RunContext, metric, register_benchmark
@@ -29,12 +29,11 @@ from . import Benchmark, Cell, RunContext, metric, register_benchmark
 
 def _check_model_globs(globs: list[str]) -> list[str]:
     import architectures.models as M
+    from architectures.registry import UnknownNameError
 
     for g in globs:
         if not M.list_models(g):
-            from architectures.registry import UnknownNameError
-
-            raise ValueError(str(UnknownNameError("model", g, M.list_models())))
+            raise ValueError(f"{g!r} matches no model: " + str(UnknownNameError("model", g, M.list_models())))
     return globs
 
 
@@ -49,8 +48,22 @@ class Variant(BaseModel):
     def _registered(cls, v: str) -> str:
         import architectures.models as M
 
-        M.get_model(v)  # raises "unknown model ..., did you mean"
+        if v not in M.MODELS:
+            from architectures.registry import UnknownNameError
+
+            raise ValueError(str(UnknownNameError("model", v, M.list_models())))  # "did you mean", the list
         return v
+
+    @model_validator(mode="after")
+    def _fields_exist(self) -> "Variant":
+        import architectures.models as M
+
+        cfg = M.get_model(self.model).full
+        known = {f.name for f in dataclasses.fields(cfg)}
+        unknown = sorted(set(self.config) - known)
+        if unknown:
+            raise ValueError(f"{type(cfg).__name__} of {self.model!r} has no field(s) {unknown}; it has {sorted(known)}")
+        return self
 
 
 class ModelSelection(BaseModel):

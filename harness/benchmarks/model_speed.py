@@ -9,7 +9,7 @@ Modes (the cell's ``mode``):
   serves every repeat). Rows: ``time_s``, ``tokens_per_s`` (batch / time), ``state_bytes`` (the measured state) and
   ``state_bytes_formula`` (``model.state_bytes``). Decoders only.
 - ``perplexity``: next-byte training on the embedded corpus (``harness.corpora``) for ``steps`` steps of
-  (batch, seq_len) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE load-balancing
+  (``train_batch``, ``train_seq_len``) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE load-balancing
   loss, then validation bits-per-byte over every byte of the first ``eval_bytes`` of the validation split
   (``harness.lm.causal_bits_per_byte``). Decoders with a vocabulary of at least 256 (bytes) only. Rows: ``val_bpb``,
   ``val_ppl``, ``train_tokens``, ``train_seconds``, ``tokens_per_s`` (training), ``model_params``.
@@ -40,6 +40,7 @@ from .model_figures import ModelSelection, build_cell_model, model_cells
 class SpeedParams(ModelSelection):
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)  # perplexity: default pydoc_data (offline)
     train_seq_len: PositiveInt = 128  # perplexity: the context trained and scored (the sweep's seq_len is for speed)
+    train_batch: PositiveInt = 8  # perplexity: sequences per step (the sweep's batch is for speed)
     steps: PositiveInt = 150  # perplexity: token budget = steps x batch x train_seq_len
     lr: PositiveFloat = 3e-3
     warmup_steps: int = Field(default=15, ge=0)
@@ -57,7 +58,7 @@ class ModelSpeed(Benchmark):
         sweep = self.entry.sweep_for(self.device.type)
         for mode in self.entry.modes:
             lens = [self.params.train_seq_len] if mode == "perplexity" else sorted(sweep.seq_len)
-            for b in sweep.batch:
+            for b in [self.params.train_batch] if mode == "perplexity" else sweep.batch:
                 for cell in model_cells(self, mode, lens):
                     yield Cell(**{**cell.fields(), "batch": b})
 
