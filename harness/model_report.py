@@ -127,9 +127,12 @@ def figures_section(run, entry) -> list[str]:
         return lines + ["_(no rows)_", ""]
     lines += ["### Model table", "", _md(figures_table(rows, contexts)), ""]
     seconds = rows[rows["metric"] == "figures_s"]["value"]
+    cpu = rows[rows["metric"] == "figures_cpu_s"]["value"]
     if not seconds.empty:
-        lines += [f"Build + figures of all {len(seconds)} models: {seconds.sum():.1f} s in total (slowest "
-                  f"{seconds.max():.1f} s), on the meta device: no weight memory.", ""]
+        lines += [f"Build + figures of all {len(seconds)} models and variants on the meta device (no weight memory): "
+                  f"{seconds.sum():.1f} s wall clock in total (slowest {seconds.max():.1f} s), "
+                  f"{cpu.sum():.1f} s of this process's CPU time (the wall clock includes waiting for a shared "
+                  "CPU; see the environment's load).", ""]
     lines += ["### Decode state per cache dtype", "",
               "fp32 and bf16 from the module's formula at that dtype; int8 / int4 = fp32 x bits / 32 (values only, "
               "no quantisation scales). `fixed`: the part that does not grow with the context (recurrent states).",

@@ -11,7 +11,7 @@ layer, the baseline of its "KV cache 25%" claim. A cell is one model or variant 
     prefill_flops_per_token  decode_flops_per_token  (FLOP, at ``context``)
     state_bytes_per_token, state_bytes_fixed (B; column ``cache_dtype``)   state_bytes (B; ``context``, ``cache_dtype``)
     weight_bytes (B; ``weight_dtype``)  decode_bytes_per_token (B; bf16 weights and cache at ``context``)
-    figures_s (s: build + figures, wall clock)
+    figures_s, figures_cpu_s (s: build + figures, wall clock and this process's CPU time)
 """
 from __future__ import annotations
 
@@ -127,14 +127,14 @@ class ModelFigures(Benchmark):
         from architectures.models.figures import BITS, decode_bytes_per_token, model_figures
 
         p: FiguresParams = self.params
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         preset, model, ex = build_cell_model(cell, "meta")
         fig = model_figures(model, preset.kind, context=p.context, contexts=tuple(p.contexts))
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         pub = {} if ex["variant_of"] else dict(preset.published)
         rows = [metric("params", fig.params, "count", **ex), metric("active_params", fig.active_params, "count", **ex),
                 metric("prefill_flops_per_token", fig.prefill_flops_per_token, "FLOP", **ex),
-                metric("figures_s", seconds, "s", **ex), metric("flops_context", fig.context, "tokens", **ex)]
+                metric("figures_s", seconds, "s", **ex), metric("figures_cpu_s", cpu_seconds, "s", **ex), metric("flops_context", fig.context, "tokens", **ex)]
         rows += [metric(f"published_{k}", v, "count", **ex) for k, v in pub.items() if k in ("params", "active_params")]
         rows += [metric("weight_bytes", fig.weight_bytes[d], "B", weight_dtype=d, **ex) for d in BITS]
         if fig.state_bytes is None:
