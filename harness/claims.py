@@ -499,5 +499,7 @@ def evaluate(run: RunData, cf: ClaimsFile) -> tuple[pd.DataFrame, pd.DataFrame]:
                                  "100 x ppl(standard) / ppl(method), same budget", q_tol, q_fig, q_v,
                                  "Master Comparison Table"))
     for c in cf.claims:
+        if c.check == "model_value":  # whole-model claims: judged in the model_figures section (harness.model_report)
+            continue
         claims.append(check_claim(run, c, cf))
     return pd.DataFrame(methods), pd.DataFrame(claims)
