@@ -14,7 +14,13 @@ from architectures.models.enc_dec import EncoderDecoder
 from architectures.models.encoder import TransformerEncoder
 from architectures.models.vit import VisionTransformer
 
-NON_DECODERS = [n for n in M.list_models() if M.get_model(n).kind != "decoder"]
+
+
+def non_decoder_presets() -> list[str]:
+    return [n for n in M.list_models() if M.get_model(n).kind != "decoder"]
+
+
+NON_DECODERS = non_decoder_presets()
 
 
 def _inputs(preset, cfg, B=2, T=11):
@@ -36,6 +42,10 @@ def test_the_families_are_registered():
 
 @pytest.mark.parametrize("name", NON_DECODERS)
 def test_tiny_forward(name):
+    check_tiny_forward(name)
+
+
+def check_tiny_forward(name):
     preset = M.get_model(name)
     torch.manual_seed(0)
     model = M.build_model(name, "tiny").eval()
@@ -50,6 +60,10 @@ def test_tiny_forward(name):
 
 @pytest.mark.parametrize("name", [n for n in NON_DECODERS if M.get_model(n).kind == "encoder-decoder"])
 def test_decoder_side_is_causal(name):
+    check_decoder_side_is_causal(name)
+
+
+def check_decoder_side_is_causal(name):
     torch.manual_seed(0)
     model = M.build_model(name, "tiny").eval()
     src, tgt = _inputs(M.get_model(name), M.get_model(name).tiny, T=13)
@@ -222,3 +236,21 @@ def test_tiny_t5_logits_equal_transformers():
     with torch.no_grad():
         diff = (ours(src, tgt) - theirs(input_ids=src, decoder_input_ids=tgt).logits).abs().max().item()
     assert diff <= 1e-4, diff
+
+
+def test_registering_a_preset_enrols_it():
+    """A new encoder-decoder preset is in the list the parametrized tests iterate over, and their checks run on it."""
+    import dataclasses as dc
+
+    base = M.get_model("transformer-base")
+
+    @M.register_model("throwaway-enc-dec")
+    def throwaway():
+        return dc.replace(base, tiny=dc.replace(base.tiny, n_decoder_layers=1, pre_norm=True, final_norm=True))
+
+    try:
+        assert "throwaway-enc-dec" in non_decoder_presets()
+        check_tiny_forward("throwaway-enc-dec")
+        check_decoder_side_is_causal("throwaway-enc-dec")
+    finally:
+        M.MODELS.unregister("throwaway-enc-dec")
