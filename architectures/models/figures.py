@@ -4,8 +4,8 @@
 
 - ``params``: every parameter of the module (``model.num_params()``); ``active_params``: per token
   (``model.active_params()``: MoE counts the routed top-k and the shared experts, see each model's convention).
-- FLOPs are counted at ``context`` tokens, or at as many as a learned position table holds (BERT 512, GPT-2 1024,
-  GPT-3 2048; ``ModelFigures.context`` says which). State bytes at longer contexts are still the module's formula.
+- FLOPs are counted at ``context`` tokens, or at as many as a learned position table holds (BERT 512; decoders one fewer, for
+  the decode step after the prefill: GPT-2 1023, GPT-3 2047; ``ModelFigures.context`` says which). State bytes at longer contexts are still the module's formula.
 - ``prefill_flops_per_token``: FLOPs of the real forward (decoders: ``prefill``) over ``context`` tokens, counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors, divided by ``context``. Attention's n^2 term is in it,
   so the figure grows with the context. ``decode_flops_per_token``: FLOPs of one ``step`` after that prefill, i.e.
@@ -160,7 +160,8 @@ def model_figures(model: nn.Module, kind: str, context: int = 4096, contexts=CON
     params, active = int(model.num_params()), int(model.active_params())
     weights = {name: params * bits / 8 for name, bits in BITS.items()}
     active_weights = {name: active * bits / 8 for name, bits in BITS.items()}
-    context = min(context, max_context(model))
+    # a decoder also steps once after the prefill: one position fewer than the table holds
+    context = min(context, max_context(model) - (1 if kind in DECODER_KINDS else 0))
     if kind not in DECODER_KINDS:
         x = example_input(model, kind, context)
         flops, _ = count_flops(lambda: model(*x) if isinstance(x, tuple) else model(x))
