@@ -79,6 +79,7 @@ CHECK_FIELDS = {  # check -> fields it needs
     "speedup": ("metric", "mode", "against", "range", "relative_tolerance"),
     "below": ("metric", "against", "margin"),
     "ordering": ("metric", "methods", "margin"),
+    "model_value": ("metric", "model", "expected", "relative_tolerance"),
 }
 
 
@@ -87,7 +88,7 @@ class Claim(_Model):
     method: str
     text: str
     source: str = ""
-    check: Literal["exponent", "same_outputs", "speedup", "below", "ordering"]
+    check: Literal["exponent", "same_outputs", "speedup", "below", "ordering", "model_value"]
     benchmark: str  # the benchmark kind whose rows hold the figure
     metric: str | None = None
     mode: str | None = None
@@ -99,6 +100,16 @@ class Claim(_Model):
     margin: float | None = None
     reference_min: float | None = None  # below: the reference must reach this, or the task was not learnt at all
     methods: list[str] | None = None
+    # model_value (whole-model figures, see model_value_claim): the figure of `model` (a cell label of the
+    # `benchmark` kind: model_figures or attention_memory), optionally divided by / into that of `against`
+    model: str | None = None
+    expected: float | None = None  # the claimed figure (or ratio), held within relative_tolerance
+    context: int | None = None  # model_figures rows at this context (state bytes, decode bytes)
+    cache_dtype: str | None = None  # ... at this cache dtype (fp32, bf16, int8, int4)
+    seq_len: int | None = None  # attention_memory rows at this length
+    ratio: Literal["model/against", "against/model"] = "model/against"
+    beside: dict[str, Any] | None = None  # a measured figure shown beside (not judged): benchmark, metric, mode,
+    #                                       model, against, ratio - at the longest seq_len both ran
 
     @model_validator(mode="after")
     def _has_what_its_check_needs(self):
@@ -344,6 +355,10 @@ def check_claim(run: RunData, c: Claim, cf: ClaimsFile) -> dict[str, Any]:
         return _speedup(run, c)
     if c.check == "below":
         return _below(run, c)
+    if c.check == "model_value":
+        from .model_report import model_value_claim
+
+        return model_value_claim(run, c)
     return _ordering(run, c)
 
 
@@ -461,5 +476,7 @@ def evaluate(run: RunData, cf: ClaimsFile) -> tuple[pd.DataFrame, pd.DataFrame]:
                                  "100 x ppl(standard) / ppl(method), same budget", q_tol, q_fig, q_v,
                                  "Master Comparison Table"))
     for c in cf.claims:
+        if c.check == "model_value":  # whole-model claims: judged in the model_figures section (harness.model_report)
+            continue
         claims.append(check_claim(run, c, cf))
     return pd.DataFrame(methods), pd.DataFrame(claims)

@@ -46,6 +46,7 @@ def collect_env(device: torch.device) -> dict:
         "cuda_available": torch.cuda.is_available(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "load_average_1_5_15min": [round(x, 2) for x in os.getloadavg()],  # other work on a shared machine
         "cpu_model": device_info(torch.device("cpu"))["device_name"],
         **device_info(device),
     }

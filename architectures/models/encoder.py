@@ -1,0 +1,206 @@
+"""The encoder stack (BERT, RoBERTa, ViT, the encoder half of Transformer-base / T5 / Switch) and its config.
+
+One layer: attention then a position-wise FFN, each in a residual branch, normalised after the sum (``pre_norm=False``:
+Vaswani, BERT: x = norm(x + f(x))) or before the branch (``pre_norm=True``: T5, ViT: x = x + f(norm(x))).
+``TransformerEncoder`` is the encoder-only model (BERT / RoBERTa): token + position (+ segment) embeddings, the
+stack, and a masked-LM head or BERT's pooler. The same ``EncoderConfig`` describes the encoder-decoder
+(``architectures/models/enc_dec.py``) and vision (``vit.py``) stacks: one flat dataclass, fields a stack does not use
+keep their defaults.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import RMSNorm, sinusoidal_positions
+from .enc_attention import MultiHeadAttention, RelativePositionBias
+
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    vocab_size: int = 30522  # tokens (BERT's WordPiece); ViT ignores it
+    d_model: int = 768  # residual width
+    n_layers: int = 12  # encoder layers
+    n_decoder_layers: int = 0  # decoder layers of an encoder-decoder (0: encoder only)
+    n_heads: int = 12  # attention heads
+    d_head: int | None = None  # per-head width (T5's d_kv); None = d_model / n_heads
+    d_ff: int = 3072  # FFN hidden width
+    activation: str = "gelu"  # FFN nonlinearity: BERT/ViT "gelu" (erf), Vaswani/T5 v1.0 "relu"
+    norm: str = "layer"  # "layer" (LayerNorm with bias) or "rms" (T5's scale-only RMS norm)
+    norm_eps: float = 1e-12  # BERT and ViT 1e-12, T5 1e-6, Transformer-base 1e-5
+    pre_norm: bool = False  # norm before each branch (T5, ViT) or after each residual sum (Vaswani, BERT)
+    bias: bool = True  # biases in the attention and FFN linears (T5 has none)
+    scaled: bool = True  # scores scaled by 1/sqrt(d_head) (T5 folds the scale into its initialisation: False)
+    positions: str = "learned"  # "learned" table, "sinusoidal" (Vaswani), "relative" (T5 buckets) or "none" (ViT adds its own)
+    max_seq_len: int = 512  # rows of a learned position table
+    position_offset: int = 0  # first position id (RoBERTa: padding_idx + 1 = 2, so its table has 514 rows)
+    type_vocab_size: int = 2  # BERT's segment embeddings (RoBERTa 1: one unused segment; 0: none)
+    embed_norm: bool = True  # a norm right after the embeddings (BERT) - post-norm stacks need it
+    final_norm: bool = False  # a norm after the last layer (pre-norm stacks: T5, ViT)
+    relative_buckets: int = 32  # T5: buckets of the relative position bias
+    relative_max_distance: int = 128  # T5: distances beyond share the last bucket
+    head: str = "mlm"  # encoder: "mlm" (transform + tied decoder + bias), "pooler" (BERT's tanh dense on [CLS]), "none"
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (Vaswani)
+    tie_embeddings: bool = True  # output head shares the token embedding
+    rescale_tied_head: bool = False  # T5: the tied head's input is multiplied by d_model^-0.5
+    ffn_pattern: tuple[str, ...] = ("dense",)  # per-layer FFN kind, cyclic: Switch ("dense", "moe")
+    n_experts: int = 0  # Switch: experts per MoE layer
+    capacity_factor: float = 1.0  # Switch: expert capacity = factor x tokens / experts (tokens over it pass through)
+    router_jitter: float = 0.0  # Switch: multiplicative input noise of the router while training (0: off)
+    image_size: int = 224  # ViT: input height = width
+    patch_size: int = 16  # ViT: square patches
+    n_channels: int = 3  # ViT: input channels
+    n_classes: int = 1000  # ViT: classifier outputs (0: ViTModel's pooler instead)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.d_model // self.n_heads
+
+
+def make_norm(cfg: EncoderConfig) -> nn.Module:
+    if cfg.norm == "layer":
+        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+    if cfg.norm == "rms":
+        return RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+    raise ValueError(f"unknown norm {cfg.norm!r}; expected 'layer' or 'rms'")
+
+
+class FeedForward(nn.Module):
+    """The position-wise FFN of Vaswani et al.: down(act(up(x)))."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {cfg.activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        self.act = ACTIVATIONS[cfg.activation]
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+def make_ffn(cfg: EncoderConfig, layer: int) -> nn.Module:
+    kind = cfg.ffn_pattern[layer % len(cfg.ffn_pattern)]
+    if kind == "dense":
+        return FeedForward(cfg)
+    if kind == "moe":
+        from .switch_moe import SwitchFFN
+
+        return SwitchFFN(cfg)
+    raise ValueError(f"unknown ffn kind {kind!r} in ffn_pattern; expected 'dense' or 'moe'")
+
+
+def residual(x: torch.Tensor, f, norm: nn.Module, pre_norm: bool) -> torch.Tensor:
+    """x + f(norm(x)) (pre-norm) or norm(x + f(x)) (post-norm)."""
+    return x + f(norm(x)) if pre_norm else norm(x + f(x))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: EncoderConfig, layer: int):
+        super().__init__()
+        self.pre_norm = cfg.pre_norm
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.d_head, bias=cfg.bias, scaled=cfg.scaled)
+        self.norm1, self.ffn, self.norm2 = make_norm(cfg), make_ffn(cfg, layer), make_norm(cfg)
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = residual(x, lambda h: self.attn(h, position_bias=position_bias), self.norm1, self.pre_norm)
+        return residual(x, self.ffn, self.norm2, self.pre_norm)
+
+
+class EncoderStack(nn.Module):
+    """n_layers EncoderLayers (bidirectional), with T5's relative bias (computed once, shared by every layer)
+    and the final norm of pre-norm stacks. (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.n_layers))
+        self.relative = (RelativePositionBias(cfg.n_heads, cfg.relative_buckets, cfg.relative_max_distance, True)
+                         if cfg.positions == "relative" else None)
+        self.final_norm = make_norm(cfg) if cfg.final_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.relative(x.shape[1], x.shape[1], x.device) if self.relative is not None else None
+        for layer in self.layers:
+            x = layer(x, bias)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+class TokenEmbedding(nn.Module):
+    """Token (+ absolute position, + segment 0) embeddings, then BERT's embedding norm: (B, T) -> (B, T, D)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.positions = (nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.positions == "learned" else None)
+        self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
+        self.norm = make_norm(cfg) if cfg.embed_norm else None
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        cfg, T = self.cfg, tokens.shape[1]
+        x = self.tokens(tokens) * (math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0)  # (B, T, D)
+        pos = torch.arange(cfg.position_offset, cfg.position_offset + T, device=tokens.device)
+        if self.positions is not None:
+            if cfg.position_offset + T > cfg.max_seq_len:
+                raise ValueError(f"{T} tokens exceed the {cfg.max_seq_len}-row learned position table")
+            x = x + self.positions(pos)
+        elif cfg.positions == "sinusoidal":
+            x = x + sinusoidal_positions(pos, cfg.d_model).to(x.dtype)
+        if self.segments is not None:
+            x = x + self.segments.weight[0]  # every token in segment 0
+        return self.norm(x) if self.norm is not None else x
+
+
+def moe_inactive_params(model: nn.Module) -> int:
+    """Parameters of the experts a token does not use: (n_experts - top_k) experts of every MoE layer."""
+    from .switch_moe import SwitchFFN
+
+    return sum(m.inactive_params() for m in model.modules() if isinstance(m, SwitchFFN))
+
+
+class TransformerEncoder(nn.Module):
+    """BERT / RoBERTa: tokens (B, T) -> masked-LM logits (B, T, V) (head "mlm") or hidden states (B, T, D)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.head not in ("mlm", "pooler", "none"):
+            raise ValueError(f"unknown encoder head {cfg.head!r}; expected 'mlm', 'pooler' or 'none'")
+        self.cfg = cfg
+        self.embed = TokenEmbedding(cfg)
+        self.encoder = EncoderStack(cfg)
+        if cfg.head == "mlm":  # BERT's transform (dense, act, norm), then the decoder tied to the embedding + bias
+            self.transform, self.transform_norm = nn.Linear(cfg.d_model, cfg.d_model), make_norm(cfg)
+            self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        elif cfg.head == "pooler":
+            self.pooler = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embed(tokens))
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """BERT's pooled output: tanh(dense(h[CLS])), (B, D)."""
+        return torch.tanh(self.pooler(self.hidden(tokens)[:, 0]))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(tokens)
+        if self.cfg.head != "mlm":
+            return h
+        h = self.transform_norm(ACTIVATIONS[self.cfg.activation](self.transform(h)))
+        return F.linear(h, self.embed.tokens.weight, self.lm_bias)  # (B, T, V)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def active_params(self) -> int:
+        return self.num_params() - moe_inactive_params(self)
+
+    @property
+    def aux_loss(self) -> torch.Tensor:
+        return torch.zeros(())
