@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .config import load_suite
+from .suites import load_suite
 from .device import cuda_status
 from .env import git_commit
 from .runner import plan

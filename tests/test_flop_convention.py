@@ -124,7 +124,7 @@ def test_smoke_suite_never_exceeds_the_peak(tmp_path):
     """Every row of the smoke suite, run in-process on the CPU: peak_fraction <= 1.05 (the 5%: timing noise)."""
     import pandas as pd
 
-    from harness.config import load_suite
+    from harness.suites import load_suite
     from harness.runner import run_suite
 
     suite, _ = load_suite("suites/smoke.yaml")

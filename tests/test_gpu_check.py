@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from harness import gpu_check
-from harness.config import load_suite
+from harness.suites import load_suite
 from harness.runner import plan
 
 NO_GPU = {"available": False, "reason": "torch X is a build without CUDA", "torch": "X", "cuda_build": None,

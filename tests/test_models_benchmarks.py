@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.config import SuiteError, load_suite
+from harness.config import SuiteError
+from harness.suites import load_suite
 from harness.results import load_results
 from harness.runner import run_suite
 
