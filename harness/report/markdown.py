@@ -14,6 +14,7 @@ UNITS = {  # metric -> (scale, label)
     "cuda_peak_bytes": (1 / 2**20, "MiB"),
     "state_bytes": (1 / 2**10, "KiB"),
     "flops": (1e-9, "GFLOP"),
+    "flops_executed": (1e-9, "GFLOP"),
     "tokens_per_s": (1e-3, "k tok/s"),
     "peak_fraction": (100, "% of matmul peak"),
 }
