@@ -20,6 +20,25 @@ from .markdown import UNITS  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 LINESTYLES = ["-", "--", "-.", ":"]
+# the same encodings in plotly (the HTML report's interactive plots)
+PLOTLY_SYMBOLS = dict(zip(MARKERS, ["circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "x",
+                                    "star", "triangle-left", "triangle-right", "hexagon", "pentagon"]))
+PLOTLY_DASH = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot"}
+
+
+def series(name: str, x, y, style: dict | None = None, kind: str = "data", **extra) -> dict:
+    """One line of a plot's data file (``plots/<name>.json``, next to its PNG): what the HTML report redraws."""
+    style = style or {}
+    colour = matplotlib.colors.to_hex(style["color"]) if "color" in style else "#888888"
+    return {"name": name, "x": [float(v) for v in x], "y": [float(v) for v in y], "kind": kind, "color": colour,
+            "symbol": PLOTLY_SYMBOLS.get(style.get("marker"), "circle"),
+            "dash": PLOTLY_DASH.get(style.get("linestyle"), "solid") if kind == "data" else "dash", **extra}
+
+
+def save_data(path: Path, title: str, panels: list[dict]) -> None:
+    """``plots/X.json`` beside ``plots/X.png``: the plotted values, panel by panel (title, axis labels and scales,
+    series), so that the HTML report draws the same figure interactively from the run directory."""
+    path.with_suffix(".json").write_text(json.dumps({"title": title, "panels": panels}))
 
 
 def styles(rows: pd.DataFrame, specs: dict) -> dict[str, dict]:
@@ -78,13 +97,18 @@ def scaling_plot(rows: pd.DataFrame, fits: pd.DataFrame, metric: str, modes: lis
     present = [m for m in modes if m in set(data["mode"])]
     style = styles(data, specs or {})
     fig, axes = plt.subplots(1, len(present), figsize=(5.2 * len(present), 4.4), squeeze=False)
+    panels = []
     for ax, mode in zip(axes[0], present):
         d = data[data["mode"] == mode]
+        panel = {"title": mode, "xlabel": "sequence length n", "ylabel": f"{metric} ({unit})", "logx": True,
+                 "logy": True, "series": []}
+        panels.append(panel)
         for mixer, g in d.groupby("mixer", sort=True):
             g = g.sort_values("seq_len")
             s = style[mixer]
             ax.plot(g["seq_len"], g["y"], color=s["color"], marker=s["marker"], linestyle=s["linestyle"], lw=1.2,
                     ms=4.5, alpha=0.9)
+            panel["series"].append(series(mixer, g["seq_len"], g["y"], s, family=s["family"]))
         f = fits[(fits["metric"] == metric) & (fits["mode"] == mode)] if not fits.empty else fits
         for _, r in f.iterrows():
             if r["exponent"] is None or pd.isna(r["exponent"]) or not r["n_range"]:
@@ -95,8 +119,10 @@ def scaling_plot(rows: pd.DataFrame, fits: pd.DataFrame, metric: str, modes: lis
                 continue
             xs = np.array([lo, hi], dtype=float)  # the fitted line through the geometric mean of the fitted points
             x0, y0 = np.exp(np.log(pts["seq_len"]).mean()), np.exp(np.log(pts["y"]).mean())
-            ax.plot(xs, y0 * (xs / x0) ** r["exponent"], ls=(0, (4, 2)), lw=1.8, alpha=0.5,
-                    color=style[r["mixer"]]["color"])
+            ys = y0 * (xs / x0) ** r["exponent"]
+            ax.plot(xs, ys, ls=(0, (4, 2)), lw=1.8, alpha=0.5, color=style[r["mixer"]]["color"])
+            panel["series"].append(series(f"{r['mixer']} fit: n^{r['exponent']:.2f}", xs, ys, style[r["mixer"]],
+                                          kind="fit"))
         claimed = [float(c) for c in f["claimed_exponent"].dropna()] if "claimed_exponent" in f else []
         if claimed:
             _slope_guides(ax, d, claimed)
@@ -109,6 +135,7 @@ def scaling_plot(rows: pd.DataFrame, fits: pd.DataFrame, metric: str, modes: lis
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    save_data(path, title + " (dashed: fitted power law)", panels)
     return True
 
 
@@ -156,12 +183,18 @@ def accuracy_plot(data: pd.DataFrame, x: str, facet: list[str], path: Path, titl
     groups = list(data.groupby(facet, sort=True)) if facet else [((), data)]
     fig, axes = plt.subplots(1, len(groups), figsize=(max(7.5, 4.6 * len(groups)), 3.8), squeeze=False)
     style = styles(data, specs or {})
+    panels = []
     for ax, (key, d) in zip(axes[0], groups):
+        k = key if isinstance(key, tuple) else (key,)
+        panel = {"title": ", ".join(f"{f}={int(v)}" for f, v in zip(facet, k)), "xlabel": x, "ylabel": "accuracy",
+                 "logx": logx, "logy": False, "series": []}
+        panels.append(panel)
         for mixer, g in d.groupby("mixer", sort=True):
             g = g.sort_values(x)
             s = style[mixer]
             ax.plot(g[x], g["value"], color=s["color"], marker=s["marker"], linestyle=s["linestyle"], ms=6,
                     alpha=0.85)
+            panel["series"].append(series(mixer, g[x], g["value"], s, family=s["family"]))
         if logx:
             ax.set_xscale("log", base=2)
         if vline and vline in d:
@@ -175,4 +208,5 @@ def accuracy_plot(data: pd.DataFrame, x: str, facet: list[str], path: Path, titl
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    save_data(path, title, panels)
     return True
