@@ -147,7 +147,11 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report.build import write_report
 
-    print(write_report(args.out))
+    formats = {"md": ("md",), "html": ("md", "html"), "all": ("md", "html")}[args.format]
+    path = write_report(args.out, formats)
+    print(path.parent / "report.md" if args.format != "html" else path)
+    if args.format == "all":
+        print(path)
     return 0
 
 
@@ -226,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.9; 0 = no cap)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("report", help="(re)build OUT/report.md and plots from a run directory")
+    s = sub.add_parser("report", help="(re)build OUT/report.md, OUT/report.html and plots from a run directory")
     s.add_argument("out")
+    s.add_argument("--format", choices=["md", "html", "all"], default="all",
+                   help="md: report.md and plots; html: also report.html (self-contained, interactive); "
+                        "all (default): both")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("compare", help="compare deterministic figures; exit 1 on a regression")
