@@ -43,18 +43,22 @@ def _line(row: dict[str, Any]) -> str:
 def _write_all(path: Path, text: str) -> None:
     """Append ``text`` and fsync; on failure (disk full, file size limit) cut the file back to where it was, so
     that a failed write leaves no fragment, and re-raise."""
-    with open(path, "ab") as f:
-        start = f.tell()
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
         try:
-            f.write(text.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        except BaseException:
-            try:
-                f.truncate(start)
-            except OSError:
-                pass  # read_journal still sees the fragment as a torn tail
-            raise
+            os.ftruncate(fd, start)
+        except OSError:
+            pass  # read_journal still sees the fragment as a torn tail
+        raise
+    finally:
+        os.close(fd)
 
 
 def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:

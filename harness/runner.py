@@ -226,7 +226,7 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
             for i, c in enumerate(todo)]
     setup = Setup(suite=suite, device=device, matmul_peak=env["matmul_peak_flops"], out=out.resolve(),
                   suite_dir=Path(suite_path).resolve().parent if suite_path else None, cpu_allocator=cpu_allocator,
-                  plugins=load_plugins())
+                  plugins=_plugin_modules(suite, only))
     engine = make_executor(executor, **executor_options)
     bar = _progress(len(cells), summary.reused, progress)
     try:
@@ -254,6 +254,17 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
 
         write_report(out)
     return summary
+
+
+def _plugin_modules(suite: Suite, only: str | None) -> tuple[str, ...]:
+    """Modules a worker imports before its first cell: $HARNESS_PLUGINS (--plugin), and the modules that define the
+    suite's mixers and benchmark kinds when they live outside the packages a worker imports anyway (a mixer
+    registered by a plugin or a test module then exists inside the worker too)."""
+    classes = [architectures.get_mixer(m.name) for m in resolve_mixers(suite, only) if not m.missing]
+    classes += [BENCHMARKS.get(e.kind) for e in suite.benchmarks]
+    found = [c.__module__ for c in classes
+             if not c.__module__.startswith(("architectures.", "harness.")) and c.__module__ != "__main__"]
+    return tuple(dict.fromkeys([*load_plugins(), *found]))
 
 
 def _decided(cell: Cell, failed_at: dict) -> list[dict] | None:

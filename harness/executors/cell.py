@@ -47,6 +47,9 @@ class CellRunner:
     """The benchmarks of one suite, built once per process, and the run context they measure in."""
 
     def __init__(self, setup):
+        import torch._dynamo  # noqa: F401 - the first instrumented call imports it (seconds on a busy machine):
+        # done here, outside every cell's budget, instead of inside the first cell's
+
         from ..benchmarks import BENCHMARKS, RunContext
 
         self.setup = setup

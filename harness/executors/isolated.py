@@ -19,7 +19,7 @@ import time
 from .cell import failure
 from .worker import HEADER, send
 
-STDERR_TAIL = 20  # lines of a dead worker's stderr kept in its crash row
+STDERR_TAIL = 60  # lines of a worker's stderr kept to explain its death
 
 
 class WorkerDied(Exception):
@@ -80,7 +80,11 @@ class Worker:
             how = f"killed by signal {-code} ({signal.Signals(-code).name})"
         else:
             how = f"exited with code {code}"
-        tail = " | ".join(line for line in self.tail if line.strip())[-1500:]
+        lines = [line.strip() for line in self.tail if line.strip()]
+        fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error")]
+        # faulthandler's dump lists the innermost frame first: keep the error and the frames nearest to it
+        lines = lines[fatal[-1]:fatal[-1] + 6] if fatal else lines[-8:]
+        tail = " | ".join(lines)[-1500:]
         return f"worker process {self.proc.pid} {how}" + (f"; last stderr: {tail}" if tail else "")
 
     def kill(self) -> None:
