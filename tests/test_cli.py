@@ -1,5 +1,4 @@
 """End to end through the command line: list, dry run, run with report and plots, report rebuild."""
-import json
 import subprocess
 import sys
 from pathlib import Path
