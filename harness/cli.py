@@ -106,11 +106,49 @@ def _fraction(text: str) -> float:
     return value
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: completed cells are kept, a partial report written, the resume command shown."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
+def _tolerance(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _partial_report(out) -> str:
+    """The report of the cells completed so far (an interrupted run), or why there is none."""
+    from .results import read_rows
+
+    if not read_rows(Path(out) / "results.jsonl"):
+        return "no completed cells yet, no report"
+    try:
+        from .report import write_report
+
+        return f"partial report: {write_report(out)}"
+    except Exception as err:  # noqa: BLE001 - the run's results are safe; the report is a courtesy here
+        return f"no partial report ({type(err).__name__}: {err})"
+
+
 def cmd_run(args) -> int:
+    import signal
+
     from .suites import load_suite
     from .device import resolve_device
+    from .executors import load_plugins
     from .runner import plan, run_suite
 
+    load_plugins(args.plugin or None)
     path = _suite_path(args.suite)
     suite, _ = load_suite(path)
     device = resolve_device(args.device)
@@ -129,14 +167,22 @@ def cmd_run(args) -> int:
             print(c.cell_id)
         print(f"{len(cells)} cells on {device} (dry run: nothing measured)")
         return 0
+    options = {"address": args.ray_address} if args.executor == "ray" else {}
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, resume=bool(args.resume),
                             progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads,
-                            cpu_memory_fraction=args.cpu_memory_limit)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: completed cells are saved in {out}/results.jsonl; finish the run with:\n"
-              f"  python -m harness run {args.suite} --out {out} --resume", file=sys.stderr)
-        return 130
+                            cpu_memory_fraction=args.cpu_memory_limit, executor=args.executor,
+                            executor_options=options)
+    except KeyboardInterrupt as err:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the report short
+        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"\n{what}: completed cells are saved in {out}/results.jsonl; {_partial_report(out)}; finish the run "
+              f"with:\n  python -m harness run {args.suite} --out {out} --resume --executor {args.executor}",
+              file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing to do"
     print(f"{summary.cells} cells ({summary.reused} from before, {summary.ran} run: {counts}) in "
           f"{summary.seconds:.0f} s")
@@ -146,7 +192,14 @@ def cmd_run(args) -> int:
 
 def cmd_report(args) -> int:
     from .report.build import write_report
+    from .results import read_rows
 
+    results = Path(args.out) / "results.jsonl"
+    if not results.exists():
+        raise FileNotFoundError(f"{args.out} is not a run directory: no {results.name} in it")
+    if not read_rows(results):
+        print(f"error: {results} holds no completed cell; nothing to report", file=sys.stderr)
+        return 2
     formats = {"md": ("md",), "html": ("md", "html"), "all": ("md", "html")}[args.format]
     path = write_report(args.out, formats)
     print(path.parent / "report.md" if args.format != "html" else path)
@@ -228,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on CPU, cap the run's address space at this fraction of physical memory, so that a cell "
                         "too large for the machine is recorded as `oom` instead of the kernel killing the run "
                         "(default 0.9; 0 = no cap)")
+    s.add_argument("--executor", choices=["isolated", "inline", "ray"], default="isolated",
+                   help="isolated (default): each cell in a reused worker subprocess, killed past its budget, a "
+                        "crash recorded as a `crashed` row; inline: in this process (debugging); ray: one Ray task "
+                        "per cell on a cluster (needs the `ray` extra)")
+    s.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: $RAY_ADDRESS, else a "
+                                         "local cluster started for the run)")
+    s.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import MODULE first, in this process and in every worker (registers extra mixers or "
+                        "benchmark kinds; repeatable; also $HARNESS_PLUGINS, comma-separated)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("report", help="(re)build OUT/report.md, OUT/report.html and plots from a run directory")
@@ -240,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compare", help="compare deterministic figures; exit 1 on a regression")
     s.add_argument("base", help="baseline results.jsonl or run directory")
     s.add_argument("new", help="new results.jsonl or run directory")
-    s.add_argument("--tolerance", type=float, default=0.0, help="allowed relative change (default 0: exact)")
+    s.add_argument("--tolerance", type=_tolerance, default=0.0, help="allowed relative change (default 0: exact)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("baseline", help="write a run's deterministic figures as a baseline file")
@@ -278,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (RunError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an unwritable or full output directory, an unreadable input
+        print(f"error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

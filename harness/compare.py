@@ -3,29 +3,81 @@
 ``compare(base, new, tolerance)`` matches rows by cell coordinates, hyperparameters and metric. A figure whose
 relative change exceeds the tolerance, or a baseline figure that the new run lacks (the cell failed or vanished),
 is a regression. Timings are never compared here: they belong to reports, not to gates.
+
+A gate that cannot fail is worse than none: an empty, unparsable or schema-less baseline, a baseline without a
+single deterministic figure, a tolerance that is not a finite number >= 0, or a new run that matches none of the
+baseline's figures raise ``CompareError`` (the CLI's rc 2), never "OK".
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from .results import DETERMINISTIC_METRICS, KEY_COLUMNS, append_rows, load_results
+from .results import DETERMINISTIC_METRICS, KEY_COLUMNS, append_rows, load_results, read_journal
+
+REQUIRED = (*KEY_COLUMNS, "metric", "value", "status")
+
+
+class CompareError(ValueError):
+    """Inputs a regression check cannot be made from."""
+
+
+def _results_file(path: str | Path) -> Path:
+    path = Path(path)
+    return path / "results.jsonl" if path.is_dir() else path
+
+
+def load_checked(path: str | Path, role: str) -> pd.DataFrame:
+    """The rows of ``path``, or CompareError if there are none, if lines cannot be parsed, or columns are missing."""
+    file = _results_file(path)
+    if not file.exists():
+        raise CompareError(f"{role} {path}: no results file at {file}")
+    journal = read_journal(file)
+    bad = journal.orphans + (1 if journal.torn.strip() else 0)
+    if bad and role == "baseline":
+        raise CompareError(f"{role} {file}: {bad} line(s) are not complete JSON result rows (a damaged or "
+                           f"non-results file); regenerate it with `python -m harness baseline RUN {file}`")
+    if not journal.rows:
+        raise CompareError(f"{role} {file}: no result rows (empty or not a results file)")
+    df = pd.DataFrame(journal.rows)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise CompareError(f"{role} {file}: rows lack the column(s) {missing} (expected rows written by "
+                           f"`python -m harness run` or `baseline`)")
+    return df
 
 
 def _keyed(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["key", "value", "status"])
     df = df[df["metric"].isin(DETERMINISTIC_METRICS) & (df["status"] == "ok")].copy()
+    if df.empty:
+        return pd.DataFrame(columns=["key", "value", "status"])
+    values = pd.to_numeric(df["value"], errors="coerce")
+    if values.isna().any():
+        bad = df.loc[values.isna(), "value"].iloc[0]
+        raise CompareError(f"a deterministic figure is not a number: {bad!r} ({values.isna().sum()} row(s))")
+    df["value"] = values
     hp = df["hparams"].map(lambda h: json.dumps(h, sort_keys=True)) if "hparams" in df else ""
     df["key"] = df[list(KEY_COLUMNS)].astype(str).agg("/".join, axis=1) + "/" + hp + "/" + df["metric"]
     return df
 
 
 def compare(base: str | Path, new: str | Path, tolerance: float = 0.0) -> tuple[pd.DataFrame, bool]:
-    """Returns (table of figures that moved or went missing, regressed?)."""
-    b, n = _keyed(load_results(base)), _keyed(load_results(new))
+    """Returns (table of figures that moved or went missing, regressed?). Raises CompareError on inputs that
+    cannot be compared (see the module's docstring)."""
+    if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance < 0:
+        raise CompareError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+    b, n = _keyed(load_checked(base, "baseline")), _keyed(load_checked(new, "new run"))
+    if b.empty:
+        raise CompareError(f"baseline {base}: no successful deterministic figure ({', '.join(DETERMINISTIC_METRICS)}) "
+                           f"to compare")
+    if not set(b["key"]) & set(n.get("key", pd.Series(dtype=str))):
+        raise CompareError(f"the new run {new} has none of the baseline's {len(b)} figures (another suite, device "
+                           f"or sweep?)")
     merged = b.merge(n[["key", "value"]], on="key", how="left", suffixes=("_base", "_new"))
     rows = []
     for _, r in merged.iterrows():

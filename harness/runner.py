@@ -1,21 +1,18 @@
-"""The runner: suite -> grid of cells -> one measurement at a time -> ``OUT/results.jsonl`` -> report.
+"""The runner: suite -> grid of cells -> an executor measures them -> ``OUT/results.jsonl`` (a journal) -> report.
 
 A cell never takes the run down: its exception becomes a row with status ``error``, an out-of-memory ``oom``, a
-cell over the suite's ``time_budget_s`` ``timeout`` (SIGALRM in the main thread), and a ``SkipCell`` ``skipped`` with
-its reason. After an OOM or a timeout at length n, the longer lengths of the same series are recorded as
-``skipped`` without running. ``resume=True`` reruns only the cells that have no rows yet.
+cell over the suite's ``time_budget_s`` ``timeout``, a worker that dies under it ``crashed`` (isolated and ray
+executors, see ``harness.executors``), and a ``SkipCell`` ``skipped`` with its reason. After an OOM or a timeout at
+length n, the longer lengths of the same series are recorded as ``skipped`` without running. Each cell's rows are
+committed atomically (``harness.results``); ``resume=True`` sets a torn tail aside and reruns only the cells that
+have no committed rows. ``OUT/.lock`` keeps a second run out of a directory in use (``harness.lock``).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import gc
 import json
-import signal
+import os
 import sys
-import threading
 import time
-import traceback
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,38 +26,18 @@ import architectures
 
 from .benchmarks import BENCHMARKS, Cell, RunContext, SkipCell
 from .config import Suite, resolve_mixers
-from .device import configure_cpu_allocator, cpu_memory_cap, empty_cache, is_oom
+from .device import configure_cpu_allocator, cpu_memory_cap
 from .env import collect_env
+from .executors import Job, Setup, load_plugins, make_executor
+from .executors.cell import CellTimeout, failure, time_budget  # noqa: F401 - re-exported
+from .lock import LockHeld, RunLock
 from .measure import measure_matmul_peak
-from .results import append_rows, read_rows
-
-
-class CellTimeout(Exception):
-    pass
+from .results import commit_cell, read_journal, set_aside_torn_tail, start_journal
 
 
 class RunError(Exception):
-    """A run that cannot start (results already in the output directory without --resume, duplicate cells)."""
-
-
-@contextlib.contextmanager
-def time_budget(seconds: float) -> Iterator[None]:
-    """Raise CellTimeout in the main thread after ``seconds``. Elsewhere (or without SIGALRM) no hard limit applies;
-    the timing loop's own max_time still bounds measurement."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise CellTimeout(f"cell exceeded its time budget of {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    """A run that cannot start (results already in the output directory without --resume, duplicate cells, the
+    directory in use by another run, an output directory that cannot be written)."""
 
 
 @dataclass
@@ -71,6 +48,7 @@ class RunSummary:
     reused: int
     statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    executor: str = "inline"
 
 
 def plan(suite: Suite, device: torch.device, only: str | None = None) -> list[Cell]:
@@ -117,51 +95,71 @@ def suite_changes(old, new, path: str = "", limit: int = 20) -> list[str]:
     return changes if len(changes) <= limit else changes[:limit] + ["..."]
 
 
-def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device) -> dict:
+def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device, threads: int) -> dict:
     return {"run_id": run_id, "suite": suite.suite, "cell_id": cell.cell_id, **cell.fields(),
-            "device": str(device), "threads": torch.get_num_threads()}
+            "device": str(device), "threads": threads}
 
 
 def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None = None,
               only: str | None = None, resume: bool = False, progress: bool = True,
               write_report: bool = True, cpu_allocator: str = "caching",
-              threads: int | None = None, cpu_memory_fraction: float | None = 0.9) -> RunSummary:
-    """Run every planned cell not yet in OUT/results.jsonl. ``threads`` (CPU) overrides the suite's
+              threads: int | None = None, cpu_memory_fraction: float | None = 0.9,
+              executor: str = "inline", executor_options: dict | None = None) -> RunSummary:
+    """Run every planned cell not yet committed in OUT/results.jsonl. ``threads`` (CPU) overrides the suite's
     ``timing.cpu_threads``; the thread count that ran is in env.json and in every row. On CPU the process's
     address space is capped at ``cpu_memory_fraction`` of physical memory while the cells run (``oom`` cells
-    instead of the kernel's OOM killer; None or 0: no cap)."""
-    with cpu_memory_cap(cpu_memory_fraction if device.type == "cpu" else None) as memory_cap:
-        return _run_suite(suite, out, device, suite_path=suite_path, only=only, resume=resume, progress=progress,
-                          write_report=write_report, cpu_allocator=cpu_allocator, threads=threads,
-                          memory_cap=memory_cap)
-
-
-def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None, only: str | None,
-               resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
-               memory_cap: str) -> RunSummary:
-    started = time.perf_counter()
+    instead of the kernel's OOM killer; None or 0: no cap); workers inherit the cap. ``executor``: inline (this
+    library call's default: what the measurement tests use), isolated (the CLI's default) or ray."""
     out = Path(out)
-    results_path = out / "results.jsonl"
-    cells = plan(suite, device, only)
-    existing = read_rows(results_path)
-    if existing and not resume:
-        raise RunError(f"{out} already holds results; pass --resume to complete that run, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plots").mkdir(exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plots").mkdir(exist_ok=True)
+        lock = RunLock(out).acquire()
+    except LockHeld as err:
+        raise RunError(str(err)) from None
+    except OSError as err:
+        raise RunError(f"cannot write to the output directory {out}: {err.strerror or err}") from None
+    try:
+        if lock.stale:
+            print(f"note: {out} had a stale lock of pid {lock.stale.get('pid')} on {lock.stale.get('host')} "
+                  f"(that run is gone); taking it over", file=sys.stderr)
+        with cpu_memory_cap(cpu_memory_fraction if device.type == "cpu" else None) as memory_cap:
+            return _run_suite(suite, out, device, suite_path=suite_path, only=only, resume=resume,
+                              progress=progress, write_report=write_report, cpu_allocator=cpu_allocator,
+                              threads=threads, memory_cap=memory_cap, executor=executor,
+                              executor_options=executor_options or {})
+    except OSError as err:
+        if err.filename is None and err.errno is None:
+            raise
+        raise RunError(f"cannot write the run's files in {out}: {err.strerror or err}"
+                       + (f" ({err.filename})" if err.filename else "")) from None
+    finally:
+        lock.release()
 
+
+def _open_journal(out: Path, resume: bool) -> set[str]:
+    """The committed cells of OUT/results.jsonl; with ``resume``, a torn tail is set aside first (warning)."""
+    results_path = out / "results.jsonl"
+    journal = read_journal(results_path)
+    if (journal.rows or journal.torn.strip()) and not resume:
+        raise RunError(f"{out} already holds results; pass --resume to complete that run, or choose another --out")
+    aside = set_aside_torn_tail(results_path, journal) if results_path.exists() else None
+    if aside:
+        print(f"warning: {results_path} ended in a torn write ({len(journal.torn)} bytes: a cell cut off while "
+              f"being recorded); moved it to {aside.name}; that cell runs again", file=sys.stderr)
+    if journal.orphans:
+        print(f"warning: {results_path} holds {journal.orphans} line(s) that no commit marker covers (edited or "
+              f"damaged in the middle); they are ignored and their cells run again", file=sys.stderr)
+    start_journal(results_path)
+    return journal.cells
+
+
+def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[Cell], *, suite_path, only,
+                     resume: bool, cpu_allocator: str, memory_cap: str, threads_default: int) -> dict:
+    """env.json, suite.yaml and specs.json; returns env (with run_id and the matmul peaks)."""
     env_path = out / "env.json"
     old_env = json.loads(env_path.read_text()) if resume and env_path.exists() else {}
     run_id = old_env.get("run_id") or f"{suite.suite}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    default_threads = torch.get_num_threads()
-
-    def threads_for(entry_threads) -> int:
-        """--threads, else the entry's cpu_threads, else the suite's timing.cpu_threads, else torch's default."""
-        if device.type != "cpu":
-            return default_threads
-        chosen = threads or entry_threads or suite.timing.cpu_threads or "all"
-        return default_threads if chosen == "all" else chosen
-
-    torch.set_num_threads(threads_for(None))
     allocator = configure_cpu_allocator(cpu_allocator) if device.type == "cpu" else "cuda caching allocator"
     env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
            "matmul_peak_flops": _matmul_peaks(cells, device, old_env.get("matmul_peak_flops"))}
@@ -185,51 +183,7 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
              for m in resolve_mixers(suite, only) if not m.missing}
     (out / "specs.json").write_text(json.dumps(specs, indent=2, default=str))
     write_figures(out, suite, device, cells, specs)
-
-    done = {r["cell_id"] for r in existing}
-    failed_at: dict[tuple, tuple[int, str]] = {}  # series -> (seq_len, status) of the first OOM / timeout
-    for r in existing:
-        if r.get("status") in ("oom", "timeout"):
-            series_cells = [c for c in cells if c.cell_id == r["cell_id"]]
-            if series_cells:
-                c = series_cells[0]
-                if c.series not in failed_at or c.seq_len < failed_at[c.series][0]:
-                    failed_at[c.series] = (c.seq_len, r["status"])
-
-    ctx = RunContext(device=device, timing=suite.timing, matmul_peak=env["matmul_peak_flops"], out=out,
-                     suite_dir=Path(suite_path).resolve().parent if suite_path else None)
-    benches = {e.label: BENCHMARKS.get(e.kind)(e, suite, device) for e in suite.benchmarks}
-    entries = {e.label: e for e in suite.benchmarks}
-    summary = RunSummary(out=out, cells=len(cells), ran=0, reused=len([c for c in cells if c.cell_id in done]))
-    todo = [c for c in cells if c.cell_id not in done]
-
-    bar = _progress(len(cells), summary.reused, progress)
-    try:
-        for cell in todo:
-            bar.set_description(f"{cell.mixer} {cell.mode} n={cell.seq_len}")
-            torch.set_num_threads(threads_for(entries[cell.benchmark].cpu_threads))
-            entry = entries[cell.benchmark]
-            cell_ctx = dataclasses.replace(ctx, timing=entry.timing_for(suite.timing))
-            rows = _run_one(cell, benches[cell.benchmark], cell_ctx, failed_at, suite)
-            base = _row_base(run_id, suite, cell, device)
-            full = [{**base, **row, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} for row in rows]
-            append_rows(results_path, full)
-            status = rows[0]["status"]
-            summary.statuses[status] += 1
-            summary.ran += 1
-            if status in ("oom", "timeout") and cell.series not in failed_at:
-                failed_at[cell.series] = (cell.seq_len, status)
-            bar.update(1)
-            bar.set_postfix({k: v for k, v in summary.statuses.items()}, refresh=False)
-    finally:
-        bar.close()
-        torch.set_num_threads(default_threads)
-        summary.seconds = time.perf_counter() - started
-    if write_report:
-        from .report.build import write_report
-
-        write_report(out)
-    return summary
+    return env
 
 
 def write_figures(out: Path, suite: Suite, device: torch.device, cells: list[Cell], specs: dict) -> None:
@@ -243,35 +197,123 @@ def write_figures(out: Path, suite: Suite, device: torch.device, cells: list[Cel
     (out / "figures.json").write_text(json.dumps({k: v for k, v in figures.items() if v}, indent=1, default=str))
 
 
-def _run_one(cell: Cell, bench, ctx: RunContext, failed_at: dict, suite: Suite) -> list[dict]:
-    def failure(status: str, message: str) -> list[dict]:
-        return [{"metric": None, "value": None, "unit": None, "status": status, "error": message}]
+def _failed_series(cells: list[Cell], rows: list[dict]) -> dict[tuple, tuple[int, str]]:
+    """series -> (seq_len, status) of the first OOM / timeout among committed rows."""
+    by_id = {c.cell_id: c for c in cells}
+    failed_at: dict[tuple, tuple[int, str]] = {}
+    for r in rows:
+        c = by_id.get(r.get("cell_id"))
+        if c is not None and r.get("status") in ("oom", "timeout"):
+            if c.series not in failed_at or c.seq_len < failed_at[c.series][0]:
+                failed_at[c.series] = (c.seq_len, r["status"])
+    return failed_at
 
+
+def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None, only: str | None,
+               resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
+               memory_cap: str, executor: str, executor_options: dict) -> RunSummary:
+    started = time.perf_counter()
+    results_path = out / "results.jsonl"
+    cells = plan(suite, device, only)
+    done = _open_journal(out, resume)
+    default_threads = torch.get_num_threads()
+
+    def threads_for(entry_threads) -> int:
+        """--threads, else the entry's cpu_threads, else the suite's timing.cpu_threads, else torch's default."""
+        if device.type != "cpu":
+            return default_threads
+        chosen = threads or entry_threads or suite.timing.cpu_threads or "all"
+        return default_threads if chosen == "all" else chosen
+
+    torch.set_num_threads(threads_for(None))
+    env = _write_run_files(suite, out, device, cells, suite_path=suite_path, only=only, resume=resume,
+                           cpu_allocator=cpu_allocator, memory_cap=memory_cap, threads_default=default_threads)
+    failed_at = _failed_series(cells, read_journal(results_path).rows)
+    entries = {e.label: e for e in suite.benchmarks}
+    summary = RunSummary(out=out, cells=len(cells), ran=0, reused=len([c for c in cells if c.cell_id in done]),
+                         executor=executor)
+    todo = [c for c in cells if c.cell_id not in done]
+    jobs = [Job(cell=c, timing=entries[c.benchmark].timing_for(suite.timing),
+                threads=threads_for(entries[c.benchmark].cpu_threads), budget_s=suite.time_budget_s, index=i)
+            for i, c in enumerate(todo)]
+    setup = Setup(suite=suite, device=device, matmul_peak=env["matmul_peak_flops"], out=out.resolve(),
+                  suite_dir=Path(suite_path).resolve().parent if suite_path else None, cpu_allocator=cpu_allocator,
+                  plugins=_plugin_modules(suite, only))
+    engine = make_executor(executor, **executor_options)
+    bar = _progress(len(cells), summary.reused, progress)
+    try:
+        engine.start(setup)
+        for job, rows in _schedule(jobs, engine, failed_at):
+            cell = job.cell
+            bar.set_description(f"{cell.mixer} {cell.mode} n={cell.seq_len}")
+            base = _row_base(env["run_id"], suite, cell, device, job.threads)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            commit_cell(results_path, cell.cell_id, [{**base, **row, "time_utc": stamp} for row in rows])
+            status = rows[0]["status"]
+            summary.statuses[status] += 1
+            summary.ran += 1
+            if status in ("oom", "timeout") and cell.series not in failed_at:
+                failed_at[cell.series] = (cell.seq_len, status)
+            bar.update(1)
+            bar.set_postfix({k: v for k, v in summary.statuses.items()}, refresh=False)
+    finally:
+        engine.close()
+        bar.close()
+        torch.set_num_threads(default_threads)
+        summary.seconds = time.perf_counter() - started
+    if write_report:
+        from .report.build import write_report
+
+        write_report(out)
+    return summary
+
+
+def _plugin_modules(suite: Suite, only: str | None) -> tuple[str, ...]:
+    """Modules a worker imports before its first cell: $HARNESS_PLUGINS (--plugin), and the modules that define the
+    suite's mixers and benchmark kinds when they live outside the packages a worker imports anyway (a mixer
+    registered by a plugin or a test module then exists inside the worker too)."""
+    classes = [architectures.get_mixer(m.name) for m in resolve_mixers(suite, only) if not m.missing]
+    classes += [BENCHMARKS.get(e.kind) for e in suite.benchmarks]
+    found = [c.__module__ for c in classes
+             if not c.__module__.startswith(("architectures.", "harness.")) and c.__module__ != "__main__"]
+    return tuple(dict.fromkeys([*load_plugins(), *found]))
+
+
+def _decided(cell: Cell, failed_at: dict) -> list[dict] | None:
+    """The rows of a cell that is not run (its mixer missing, a shorter length of its series failed), else None."""
     if cell.missing:
         return failure("missing", f"mixer {cell.mixer_name!r} is not registered in this build")
     if cell.series in failed_at and cell.seq_len > failed_at[cell.series][0]:
         n, status = failed_at[cell.series]
         return failure("skipped", f"{status} at seq_len={n}; longer lengths of this series are not attempted")
-    try:
-        with time_budget(suite.time_budget_s):
-            rows = bench.run_cell(cell, ctx)
-        return [{**row, "status": "ok", "error": None} for row in rows]
-    except SkipCell as err:
-        return failure("skipped", str(err))
-    except CellTimeout as err:
-        return failure("timeout", str(err))
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:  # noqa: BLE001 - every failure of a cell is data
-        if isinstance(err, (SystemExit, GeneratorExit)):
-            raise
-        status = "oom" if is_oom(err) else "error"
-        tb = traceback.extract_tb(err.__traceback__)
-        where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
-        return failure(status, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}{where}")
-    finally:
-        gc.collect()
-        empty_cache(ctx.device)
+    return None
+
+
+def _schedule(jobs: list[Job], engine, failed_at: dict):
+    """Yield (job, rows) as cells finish. The cells of one series (lengths of one mixer/mode/...) run one after the
+    other in ascending length, so that an OOM or timeout at n skips the longer ones; up to ``engine.slots`` series
+    are in flight at once (1: plan order exactly)."""
+    queues: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        queues.setdefault(job.cell.series, []).append(job)
+    busy: set[tuple] = set()
+    while queues or busy:
+        free = [s for s in queues if s not in busy]
+        if free and len(busy) < engine.slots:
+            series = free[0]  # the earliest series in plan order that has nothing in flight
+            job = queues[series].pop(0)
+            if not queues[series]:
+                del queues[series]
+            rows = _decided(job.cell, failed_at)
+            if rows is not None:
+                yield job, rows
+            else:
+                engine.submit(job)
+                busy.add(series)
+            continue
+        job, rows = engine.wait()
+        busy.discard(job.cell.series)
+        yield job, rows
 
 
 class _NoBar:

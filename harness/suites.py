@@ -10,7 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from .benchmarks import BENCHMARKS, validate_params
-from .config import Suite, SuiteError, _describe, _field_path, _line, parse_suite, resolve_mixers
+from .config import (Suite, SuiteError, _describe, _field_path, _line, check_mixer_hparams, check_shapes, parse_suite,
+                     resolve_mixers)
 
 
 def load_suite(path: str | Path, *, check_registry: bool = True) -> tuple[Suite, dict]:
@@ -60,4 +61,7 @@ def check_against_registries(suite: Suite, path: Path, root: yaml.Node | None) -
             for err in exc.errors():
                 loc = ("benchmarks", i, "params", *err["loc"])
                 problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {_describe(err)}")
+    problems += check_shapes(suite, path, root)
+    if not problems:  # building mixers only makes sense once names, impls and shapes are right
+        problems += check_mixer_hparams(suite, path, root)
     return problems

@@ -1,0 +1,112 @@
+"""`run --executor ray` against a local Ray cluster started here on loopback (127.0.0.1, 2 CPUs: two workers), with
+an injected crashing cell; deterministic figures identical to the inline executor's. Skipped without the `ray`
+extra."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+import tests.fault_mixers  # noqa: E402,F401 - the _fault_* mixers, here and (via --plugin) in the Ray workers
+from harness.compare import compare  # noqa: E402
+from harness.suites import load_suite  # noqa: E402
+from harness.device import resolve_device  # noqa: E402
+from harness.results import read_rows  # noqa: E402
+from harness.runner import run_suite  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# Ray replaces 127.0.0.1 with the machine's routable address unless it believes clusters are off (its switch for
+# Windows and macOS): with it, the whole cluster lives on loopback.
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    ray_cli = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                            env={**os.environ, **RAY_ENV}, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own process group: stopped below, nothing else
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield address
+    finally:
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(head.pid, sig)
+                head.wait(timeout=wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+
+
+def _run_ray(suite: Path, out: Path, address: str, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", "run", str(suite), "--device", "cpu", "--out", str(out),
+                           "--executor", "ray", "--ray-address", address, "--no-progress", *extra],
+                          cwd=REPO, env={**os.environ, **RAY_ENV}, capture_output=True, text=True, timeout=600)
+
+
+SUITE = """\
+suite: ray_faults
+mixers: [_fault_ok, _fault_segfault, standard, linear]
+time_budget_s: 60
+timing: {warmup: 0, min_run_time_s: 0.001, min_repeats: 1, max_time_s: 0.2}
+benchmarks:
+  - kind: scaling
+    modes: [forward]
+    sweep: {seq_len: [16, 32], d_model: [16], n_heads: [2]}
+    params: {metrics: [time, memory, flops]}
+"""
+
+
+def test_ray_executor_records_a_crash_and_matches_inline(cluster, tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    proc = _run_ray(suite, tmp_path / "ray", cluster, "--plugin", "tests.fault_mixers")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(tmp_path / "ray" / "results.jsonl")
+    crashed = [r for r in rows if r["mixer"] == "_fault_segfault"]
+    assert crashed and {r["status"] for r in crashed} == {"crashed"}
+    assert "Ray worker" in crashed[0]["error"]
+    healthy = [r for r in rows if r["mixer"] != "_fault_segfault"]
+    assert healthy and {r["status"] for r in healthy} == {"ok"}, "the run goes on after the crash"
+    healthy_suite = load_suite(suite)[0]  # the same suite inline, without the mixer that would take pytest down
+    healthy_suite = healthy_suite.model_copy(update={"mixers": [m for m in healthy_suite.mixers
+                                                                if m != "_fault_segfault"]})
+    run_suite(healthy_suite, tmp_path / "inline", resolve_device("cpu"), progress=False, write_report=False)
+    ok = lambda out: {(r["cell_id"], r["metric"]) for r in read_rows(out / "results.jsonl") if r["status"] == "ok"}
+    assert ok(tmp_path / "ray") == ok(tmp_path / "inline")
+    table, regressed = compare(tmp_path / "inline", tmp_path / "ray", tolerance=0.0)
+    assert not regressed, table
+
+
+def test_ray_executor_smoke_subset_is_identical_to_the_baseline(cluster, tmp_path):
+    """The smoke suite's linear-attention cells on Ray against the committed baseline (written by the inline
+    executor); .ci/run does the same for the whole smoke suite."""
+    proc = _run_ray(REPO / "suites" / "smoke.yaml", tmp_path / "ray", cluster, "--only", "linear")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base = [r for r in read_rows(REPO / "results" / "baselines" / "smoke.jsonl") if r["mixer"] == "linear"]
+    assert base
+    from harness.results import append_rows
+
+    append_rows(tmp_path / "base.jsonl", base)
+    table, regressed = compare(tmp_path / "base.jsonl", tmp_path / "ray", tolerance=0.0)
+    assert not regressed, table
