@@ -13,8 +13,9 @@ The pattern of one hash round r, for query i (the paper's P_i, made causal-consi
 Rounds are combined as the paper does (Sec. 2.3): each round's softmax output o^(r) is weighted by
 exp(z^(r) - logsumexp_r z^(r)), z^(r) the round's logsumexp, with the score of a key present in N_ij of the rounds
 lowered by log N_ij; this equals one softmax over the union of the rounds' sets, each key counted once. A token attends
-to itself only when nothing else is visible (its score is replaced by -1e5, the value of trax and Hugging Face, which
-gives it weight exactly 0 in fp32/bf16 whenever another key is visible).
+to itself only when nothing else is visible (its score is replaced by the most negative finite value of the dtype,
+``self_score``, which gives it weight exactly 0 whenever another key is visible, in every dtype; trax and Hugging
+Face use -1e5, which overflows fp16 to -inf and makes a query that sees only itself NaN).
 
 Where this differs from the reference implementations, and why: trax and Hugging Face chunk the *globally* sorted
 sequence (chunks straddle buckets, hash rounds, and wrap around) and let a query see every key of its two chunks
@@ -34,7 +35,11 @@ import math
 
 import torch
 
-SELF_SCORE = -1e5  # score given to a token's own key (trax, Hugging Face): used only if nothing else is visible
+def self_score(dtype: torch.dtype) -> float:
+    """The score given to a token's own key, used only if nothing else is visible: the most negative finite value of
+    the dtype (exp(self_score - s) is exactly 0 next to any real score s; finite, so a lone self is still a valid
+    softmax; trax and Hugging Face use -1e5, which is -inf in fp16)."""
+    return torch.finfo(dtype).min
 
 
 def normalize_keys(qk: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -164,7 +169,7 @@ def lsh_attention(qk: torch.Tensor, v: torch.Tensor, buckets: torch.Tensor, *, c
     scores = scores.masked_fill(~visible, float("-inf"))
     scores = scores.masked_fill((qpos < 0)[..., None], 0.0)  # padding queries: finite rows, cut off below
     is_self = kpos[..., None, :] == qpos[..., :, None]
-    scores = scores.masked_fill(is_self & visible, SELF_SCORE)
+    scores = scores.masked_fill(is_self & visible, self_score(scores.dtype))
     lse = torch.logsumexp(scores, dim=-1)  # (B, H, R, n, C); finite: a query always sees at least itself
     probs = torch.exp(scores - lse[..., None])
     o = probs @ v_w  # (B, H, R, n, C, Dv)
