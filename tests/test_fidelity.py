@@ -116,7 +116,8 @@ def test_decode_equals_forward_at_dtype(name, impl, mode, dt):
                 # decode == forward at fp32/fp64 stay exact requirements.
                 assert (err <= bound).float().mean() >= 0.75, f"split {split}: {err.max():.3g} > {bound:.3g}"
             else:
-                assert err.max() <= bound, f"split {split}: decode differs from forward by {err.max():.3g} > {bound:.3g}"
+                assert err.max() <= bound, f"split {split}: decode differs from forward by {err.max():.3g} > " \
+                                           f"{bound:.3g}"
 
 
 # ---- exact causality -----------------------------------------------------------------------------------------------

@@ -110,10 +110,10 @@ def _windows(x: torch.Tensor, chunk_size: int, before: int, after: int, fill) ->
 def _bucket_layout(buckets: torch.Tensor, chunk_size: int, n_buckets: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """buckets (B, H, R, T) -> (slot of each position (B, H, R, T), its chunk within its bucket (B, H, R, T), the
-    position held by each slot (B, H, R, L), -1 for padding; L). The layout: buckets in order, each padded to whole chunks, tokens of a bucket in position order, so
-    a token's slot is (start of its bucket) + (its rank in the bucket) and its chunk within the bucket is a chunk of
-    the layout. L = (ceil(T / C) + min(n_buckets, T)) * C bounds the padded length whatever the buckets are, so the
-    shapes never depend on the data."""
+    position held by each slot (B, H, R, L), -1 for padding; L). The layout: buckets in order, each padded to whole
+    chunks, tokens of a bucket in position order, so a token's slot is (start of its bucket) + (its rank in the
+    bucket) and its chunk within the bucket is a chunk of the layout. L = (ceil(T / C) + min(n_buckets, T)) * C
+    bounds the padded length whatever the buckets are, so the shapes never depend on the data."""
     B, H, R, T = buckets.shape
     C = chunk_size
     L = (-(-T // C) + min(n_buckets, T)) * C
