@@ -78,10 +78,11 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """Vaswani et al.'s PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...): (T,) -> (T, dim)."""
-    inv_freq = 10000.0 ** (-torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, dim/2)
+def sinusoidal_positions(positions: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Vaswani et al.'s PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...): (T,) -> (T, dim), built in
+    ``dtype`` (pass the promoted dtype of the activations: fp64 runs get an fp64 table)."""
+    inv_freq = 10000.0 ** (-torch.arange(0, dim, 2, device=positions.device, dtype=dtype) / dim)
+    angles = positions.to(dtype)[:, None] * inv_freq[None, :]  # (T, dim/2)
     pe = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # (T, dim/2, 2) -> (T, dim): interleaved
     return pe[:, :dim]
 
@@ -147,7 +148,8 @@ class DecoderLM(nn.Module):
         x = self.embed(tokens)  # (B, T, D) or (B, D)
         if self.pos_emb == "sinusoidal":
             T = tokens.shape[1] if tokens.dim() == 2 else 1
-            pe = sinusoidal_positions(torch.arange(start, start + T, device=tokens.device), self.cfg.d_model)
+            pe = sinusoidal_positions(torch.arange(start, start + T, device=tokens.device), self.cfg.d_model,
+                                      torch.promote_types(x.dtype, torch.float32))
             # scaled to the token embeddings' initial size (std 0.02; sin^2 and cos^2 average 1/2)
             pe = (0.02 * math.sqrt(2.0) * pe).to(x.dtype)
             x = x + (pe if tokens.dim() == 2 else pe[0])

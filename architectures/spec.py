@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 MODES = ("causal", "bidirectional", "decode")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class MixerSpec:
     claim_source: str = "guide 000, Master Comparison Table"
     modes: frozenset[str] = frozenset({"causal", "decode"})
     impls: tuple[str, ...] = ("torch",)  # the first one is the default
+    # The floating-point dtypes the mixer runs in (forward and decode, on CPU): tests/test_fidelity.py checks every
+    # one of them (finite outputs, decode == forward; causality exact in fp32 and bf16; fp64 gradcheck). Every
+    # registered mixer runs all four; a new one that cannot (fp16's range ends at 6.5e4) declares fewer, and says why
+    # in its notes.
+    dtypes: frozenset[str] = frozenset(DTYPES)
     # How the method knows token order inside a model: "own" (RoPE, relative positions, decays, convolutions,
     # token shift) or "absolute" (nothing but causality: the backbone adds sinusoidal absolute positions, as the
     # method's paper's models do). Read by architectures.backbone when LMConfig.pos_emb is "auto".
@@ -70,6 +76,10 @@ class MixerSpec:
         if not self.impls:
             raise ValueError("a mixer needs at least one impl")
         object.__setattr__(self, "modes", frozenset(self.modes))
+        unknown = set(self.dtypes) - set(DTYPES)
+        if unknown:
+            raise ValueError(f"unknown dtypes {sorted(unknown)}; known: {DTYPES}")
+        object.__setattr__(self, "dtypes", frozenset(self.dtypes))
         if self.positions not in ("own", "absolute"):
             raise ValueError(f"positions must be 'own' or 'absolute', got {self.positions!r}")
         unknown = set(self.test_hparams) - set(self.default_hparams)
@@ -98,6 +108,7 @@ class MixerSpec:
             "claim_source": self.claim_source,
             "modes": sorted(self.modes),
             "impls": list(self.impls),
+            "dtypes": sorted(self.dtypes),
             "positions": self.positions,
             "default_hparams": dict(self.default_hparams),
             "notes": self.notes,

@@ -36,7 +36,7 @@ def test_features_are_positive_and_unbiased_for_the_softmax_kernel():
     torch.manual_seed(0)
     x, y = torch.randn(1, 1, 1, 16) * 0.4, torch.randn(1, 1, 1, 16) * 0.4
     w = torch.randn(200_000, 16)  # i.i.d. features: the plain Monte-Carlo estimate of E[phi(x) phi(y)]
-    px, py = favor_features(x, w, is_query=False), favor_features(y, w, is_query=False)
+    px, py = favor_features(x, w), favor_features(y, w)
     assert (px > 0).all() and (py > 0).all()
     estimate = float((px * py).sum())  # the 1/sqrt(m) factors make this the mean over features
     exact = float(torch.exp((x * y).sum() / 16 ** 0.5))

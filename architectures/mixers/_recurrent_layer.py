@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mixer import Mixer, State
+from ..ops.precision import upcast
 
 
 class ShortConv(nn.Module):
@@ -55,15 +56,16 @@ class ShortConv(nn.Module):
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """x / sqrt(sum x^2 + eps) over the last dimension (fla's l2norm), in fp32, cast back."""
-    xf = x.float()
+    """x / sqrt(sum x^2 + eps) over the last dimension (fla's l2norm), in at least fp32, cast back."""
+    xf = upcast(x)
     return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def head_rms_norm(o: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm over each head's channels: o (B, T, H, V), weight (V,) shared by the heads; in fp32, cast back."""
-    of = o.float()
-    return (of * torch.rsqrt(of.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(o.dtype)
+    """RMSNorm over each head's channels: o (B, T, H, V), weight (V,) shared by the heads; in at least fp32,
+    cast back."""
+    of = upcast(o)
+    return (of * torch.rsqrt(of.pow(2).mean(-1, keepdim=True) + eps) * weight.to(of.dtype)).to(o.dtype)
 
 
 def fla_unavailable_reason(impl: str, device: torch.device) -> str | None:
@@ -184,5 +186,5 @@ class DeltaRuleMixer(LinearRecurrentMixer):
         else:
             qkv, conv_cache = self.conv(qkv, conv_cache)
         q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # 3 x (B, T, H, Dh)
-        beta = linear(x, self.wbeta, fp32).float().sigmoid()  # (B, T, H)
+        beta = upcast(linear(x, self.wbeta, fp32)).sigmoid()  # (B, T, H), in at least fp32
         return l2_normalize(q), l2_normalize(k), v, beta, conv_cache

@@ -22,6 +22,7 @@ from torch import nn
 from ..ops.gated_delta_rule import chunk_gated_delta_rule, gated_delta_rule_step, naive_gated_delta_rule
 from ..registry import register_mixer
 from ..spec import MixerSpec, Paper
+from ..ops.precision import upcast
 from ._recurrent_layer import DeltaRuleMixer, head_rms_norm, linear
 
 
@@ -62,8 +63,8 @@ class GatedDeltaNet(DeltaRuleMixer):
 
     def _features(self, x, conv_cache, start, fp32=False):
         q, k, v, beta, conv_cache = self._qkv_beta(x, conv_cache, fp32)
-        a = linear(x, self.wa, fp32).float()  # (B, T, H)
-        g = -self.A_log.float().exp() * F.softplus(a + self.dt_bias.float())  # log alpha <= 0, fp32
+        a = upcast(linear(x, self.wa, fp32))  # (B, T, H), in at least fp32
+        g = -self.A_log.to(a.dtype).exp() * F.softplus(a + self.dt_bias.to(a.dtype))  # log alpha <= 0
         return {"q": q, "k": k, "v": v, "g": g, "beta": beta}, x, conv_cache
 
     def _output(self, o, x, fp32=False):

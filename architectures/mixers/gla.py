@@ -17,6 +17,7 @@ from torch import nn
 from ..ops.gla import chunk_gla, gla_step, naive_gla
 from ..registry import register_mixer
 from ..spec import MixerSpec, Paper
+from ..ops.precision import upcast
 from ._recurrent_layer import LinearRecurrentMixer, head_rms_norm, linear
 
 
@@ -62,7 +63,7 @@ class GatedLinearAttention(LinearRecurrentMixer):
         k = linear(x, self.wk, fp32).view(B, T, H, self.key_dim)
         v = linear(x, self.wv, fp32).view(B, T, H, self.value_dim)  # (B, T, H, Dv)
         gate = linear(linear(x, self.wa1, fp32), self.wa2, fp32).view(B, T, H, self.key_dim)
-        g = F.logsigmoid(gate.float()) / self.gate_logit_normalizer  # log alpha, fp32
+        g = F.logsigmoid(upcast(gate)) / self.gate_logit_normalizer  # log alpha, in at least fp32
         return {"q": q, "k": k, "v": v, "g": g}, x, None
 
     def _output(self, o, x, fp32=False):

@@ -19,6 +19,7 @@ from torch import nn
 from ..ops.kda import chunk_kda, kda_step, naive_kda
 from ..registry import register_mixer
 from ..spec import MixerSpec, Paper
+from ..ops.precision import upcast
 from ._recurrent_layer import DeltaRuleMixer, head_rms_norm, linear
 from .gated_deltanet import init_dt_bias
 
@@ -66,9 +67,10 @@ class KimiDeltaAttention(DeltaRuleMixer):
     def _features(self, x, conv_cache, start, fp32=False):
         B, T, _ = x.shape
         q, k, v, beta, conv_cache = self._qkv_beta(x, conv_cache, fp32)
-        f = linear(linear(x, self.wf1, fp32), self.wf2, fp32).float() + self.dt_bias.float()  # (B, T, D)
+        f = upcast(linear(linear(x, self.wf1, fp32), self.wf2, fp32))  # (B, T, D), in at least fp32
+        f = f + self.dt_bias.to(f.dtype)
         f = f.view(B, T, self.n_heads, self.head_dim)  # (B, T, H, Dk)
-        g = -self.A_log.float().exp()[:, None] * F.softplus(f)  # log alpha <= 0 per channel, fp32
+        g = -self.A_log.to(f.dtype).exp()[:, None] * F.softplus(f)  # log alpha <= 0 per channel
         return {"q": q, "k": k, "v": v, "g": g, "beta": beta}, x, conv_cache
 
     def _output(self, o, x, fp32=False):

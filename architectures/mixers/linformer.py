@@ -66,8 +66,10 @@ class Linformer(Mixer):
         if n > self.max_seq_len:
             raise ValueError(f"linformer: sequence length {n} exceeds max_seq_len={self.max_seq_len}")
         used = -(-n // ROWS_PER_BLOCK)
-        e = torch.cat(list(self.e_blocks[:used]))[:n]  # (n, k)
-        f = torch.cat(list(self.f_blocks[:used]))[:n]
+        # Indexed one by one (a slice of a ParameterList would re-wrap the tensors as new leaf Parameters, cutting
+        # the graph under torch.func.functional_call, which the fp64 gradcheck of tests/test_fidelity.py uses).
+        e = torch.cat([self.e_blocks[i] for i in range(used)])[:n]  # (n, k)
+        f = torch.cat([self.f_blocks[i] for i in range(used)])[:n]
         return (e.float(), f.float()) if fp32 else (e, f)
 
     def _qkv(self, x: torch.Tensor, fp32: bool = False):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mixer import Mixer, State
+from ..ops.precision import upcast
 from ..ops.ssd import chunk_ssd, naive_ssd, ssd_step
 from ..registry import register_mixer
 from ..spec import MixerSpec, Paper
@@ -83,8 +84,8 @@ class Mamba2(Mixer):
         return F.softplus(dt + self._w(self.dt_bias, fp32)), -torch.exp(self.A_log.to(f))
 
     def _gated_norm(self, y: torch.Tensor, z: torch.Tensor, fp32: bool) -> torch.Tensor:
-        """RMSNorm(y * SiLU(z)) over each group of E / G channels, in fp32. y, z: (..., E)."""
-        g = (y.float() * F.silu(z.float())).unflatten(-1, (self.n_groups, -1))  # (..., G, E / G)
+        """RMSNorm(y * SiLU(z)) over each group of E / G channels, in at least fp32. y, z: (..., E)."""
+        g = (upcast(y) * F.silu(upcast(z))).unflatten(-1, (self.n_groups, -1))  # (..., G, E / G)
         g = (g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.norm_eps)).flatten(-2)
         return (g.to(y.dtype) if not fp32 else g) * self._w(self.norm_weight, fp32)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.retention import chunk_retention, naive_retention, retention_step, retnet_log_decays
+from ..ops.precision import promote, upcast
 from ..ops.rope import apply_rope
 from ..registry import register_mixer
 from ..spec import MixerSpec, Paper
@@ -65,13 +66,13 @@ class RetNet(LinearRecurrentMixer):
         v = linear(x, self.wv, fp32).view(B, T, H, self.value_dim)  # (B, T, H, Dv)
         positions = torch.arange(start, start + T, device=x.device)
         q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
-        return {"q": q, "k": k, "v": v, "log_decay": retnet_log_decays(H, x.device)}, x, None
+        return {"q": q, "k": k, "v": v, "log_decay": retnet_log_decays(H, x.device, promote(x))}, x, None
 
     def _output(self, o, x, fp32=False):
         B, T = o.shape[:2]
-        of = o.float()  # GroupNorm with one group per head: normalise each head's channels, in fp32
+        of = upcast(o)  # GroupNorm with one group per head: each head's channels, in at least fp32
         of = (of - of.mean(-1, keepdim=True)) * torch.rsqrt(of.var(-1, unbiased=False, keepdim=True) + self.norm_eps)
-        of = of.reshape(B, T, -1) * self.norm_weight.float() + self.norm_bias.float()  # (B, T, H * Dv)
+        of = of.reshape(B, T, -1) * self.norm_weight.to(of.dtype) + self.norm_bias.to(of.dtype)  # (B, T, H * Dv)
         o = of if fp32 else of.to(o.dtype)
         return linear(F.silu(linear(x, self.wg, fp32)) * o, self.wo, fp32)
 

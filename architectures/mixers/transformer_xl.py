@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..mixer import Mixer, State
+from ..ops.precision import promote
 from ..ops.relative_segment import (naive_rel_segment_attention, rel_attention_step, rel_segment_attention,
                                     sinusoid_embedding)
 from ..registry import register_mixer
@@ -59,8 +60,8 @@ class TransformerXLAttention(Mixer):
     def _rel(self, fp32: bool = False) -> torch.Tensor:
         """W_kR R_d for the distances d = 0 .. mem_len + segment_len - 1: (M + L, H, Dh)."""
         dist = torch.arange(self.mem_len + self.segment_len, device=self.wr.weight.device)
-        R = sinusoid_embedding(dist, self.d_model)  # (M + L, D) in fp32
         w = self.wr.weight.float() if fp32 else self.wr.weight
+        R = sinusoid_embedding(dist, self.d_model, promote(w))  # (M + L, D) in at least fp32
         return self._heads(F.linear(R.to(w.dtype), w))
 
     def _project(self, x: torch.Tensor, fp32: bool = False):

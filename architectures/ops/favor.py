@@ -8,10 +8,14 @@ distribution (the norms of Gaussian vectors), as in the paper's positive orthogo
 features the attention is reassociated, phi(Q) (phi(K)^T V), and the causal form is the running-sum recurrence of
 ``ops.linear_attention`` (state S = sum phi(k) v^T (m x d_v), z = sum phi(k) (m)).
 
-Stabilisers: a query's features are divided by exp(max_j (W q~)_j) (the largest exponent of that query), which
-cancels between numerator and denominator. The reference implementation also divides the key features by one
-maximum taken over every key of the batch; in causal mode that maximum reads future keys, so it is left out here:
-key features stay exp(W k~ - |k~|^2/2) <= exp(|w|^2 / 2), finite in fp32/bf16 for head dims up to ~128.
+The output is the paper's ratio num / (den + eps), num = phi(q) . sum phi(k) v^T, den = phi(q) . sum phi(k).
+Stabiliser: a query's features are divided by exp(c), c = max_j (W q~ - |q~|^2/2)_j (its largest exponent, so its
+largest feature is 1/sqrt(m)), and eps by the same exp(c): num, den and eps all scale by exp(-c), so the ratio is
+exactly the unstabilised one for any c, and c is held constant (detached) without changing the function or its
+gradient. (Adding eps after the shift instead would compute num / (den + eps exp(c)).) The reference
+implementation also divides the key features by one maximum taken over every key of the batch; in causal mode that
+maximum reads future keys, so it is left out here: key features stay exp(W k~ - |k~|^2/2) <= exp(|w|^2 / 2), finite
+in fp32 for head dims up to ~128. Features are computed in at least fp32 (``precision.promote``).
 
 All forms share ``(q, k, v, projection, initial_state) -> (out, final_state)`` on raw q, k (B, T, H, D).
 """
@@ -23,6 +27,7 @@ import torch
 
 from .linear_attention import (LinearState, bidirectional_linear_attention, chunk_linear_attention,
                                linear_attention_step)
+from .precision import promote
 
 
 def orthogonal_random_features(n_features: int, dim: int, generator: torch.Generator) -> torch.Tensor:
@@ -38,34 +43,44 @@ def orthogonal_random_features(n_features: int, dim: int, generator: torch.Gener
     return (rows * norms[:, None]).float()
 
 
-def favor_features(x: torch.Tensor, projection: torch.Tensor, is_query: bool) -> torch.Tensor:
-    """Positive random features. x: (B, T, H, D); projection: (m, D) -> (B, T, H, m)."""
-    d, m = x.shape[-1], projection.shape[0]
-    x = x * d ** -0.25
-    wx = x @ projection.to(x.dtype).T  # (B, T, H, m)
-    exponent = wx - 0.5 * (x * x).sum(-1, keepdim=True)
-    if is_query:  # per-query shift: cancels in the ratio, keeps exp() <= 1
-        exponent = exponent - wx.amax(dim=-1, keepdim=True).detach()
-    return torch.exp(exponent) / math.sqrt(m)
+def _exponents(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """W x~ - |x~|^2 / 2 in at least fp32. x: (B, T, H, D); projection: (m, D) -> (B, T, H, m)."""
+    x = x.to(promote(x)) * x.shape[-1] ** -0.25
+    return x @ projection.to(x.dtype).T - 0.5 * (x * x).sum(-1, keepdim=True)
+
+
+def favor_features(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """The paper's positive random features phi(x) = exp(W x~ - |x~|^2/2) / sqrt(m) (the keys' features), in at
+    least fp32. x: (B, T, H, D); projection: (m, D) -> (B, T, H, m)."""
+    return torch.exp(_exponents(x, projection)) / math.sqrt(projection.shape[0])
+
+
+def favor_query_features(q: torch.Tensor, projection: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stabilised query features and their eps: (phi(q) exp(-c), eps exp(-c)) with c the query's largest exponent
+    (detached: the ratio does not depend on c). q: (B, T, H, D) -> ((B, T, H, m), (B, T, H))."""
+    exponent = _exponents(q, projection)
+    c = exponent.amax(dim=-1, keepdim=True).detach()  # (B, T, H, 1)
+    return torch.exp(exponent - c) / math.sqrt(projection.shape[0]), eps * torch.exp(-c[..., 0])
 
 
 def naive_favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor,
                           initial_state: LinearState | None = None, eps: float = 1e-6
                           ) -> tuple[torch.Tensor, LinearState]:
-    """Causal FAVOR+, one token at a time in fp32, as in the paper's prefix-sum formulation."""
-    q, k, v, projection = q.float(), k.float(), v.float(), projection.float()
-    pq, pk = favor_features(q, projection, True), favor_features(k, projection, False)  # (B, T, H, m)
+    """Causal FAVOR+, one token at a time in at least fp32, as in the paper's prefix-sum formulation."""
+    cd = promote(q)
+    q, k, v, projection = q.to(cd), k.to(cd), v.to(cd), projection.to(cd)
+    (pq, eps_q), pk = favor_query_features(q, projection, eps), favor_features(k, projection)  # (B, T, H, m)
     B, T, H, m = pq.shape
     if initial_state is None:
         S, z = pq.new_zeros(B, H, m, v.shape[-1]), pq.new_zeros(B, H, m)
     else:
-        S, z = (s.float() for s in initial_state)
+        S, z = (s.to(cd) for s in initial_state)
     out = torch.zeros_like(v)
     for t in range(T):
         S = S + torch.einsum("bhm,bhv->bhmv", pk[:, t], v[:, t])  # S_t = sum_{s<=t} phi(k_s) v_s^T
         z = z + pk[:, t]  # z_t = sum_{s<=t} phi(k_s)
         num = torch.einsum("bhm,bhmv->bhv", pq[:, t], S)
-        den = torch.einsum("bhm,bhm->bh", pq[:, t], z)[..., None] + eps
+        den = torch.einsum("bhm,bhm->bh", pq[:, t], z)[..., None] + eps_q[:, t, :, None]
         out[:, t] = num / den
     return out, (S, z)
 
@@ -74,34 +89,38 @@ def chunk_favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pro
                           initial_state: LinearState | None = None, chunk_size: int = 64, eps: float = 1e-6
                           ) -> tuple[torch.Tensor, LinearState]:
     """Causal FAVOR+, chunkwise parallel: O(T C m + T m d) time, O(T m + (T/C) m d) memory."""
-    pq, pk = favor_features(q, projection, True), favor_features(k, projection, False)
-    return chunk_linear_attention(pq, pk, v, initial_state, chunk_size=chunk_size, eps=eps)
+    (pq, eps_q), pk = favor_query_features(q, projection, eps), favor_features(k, projection)
+    o, (S, z) = chunk_linear_attention(pq, pk, v, initial_state, chunk_size=chunk_size, eps=eps_q)
+    return o.to(q.dtype), (S.to(q.dtype), z.to(q.dtype))
 
 
 def favor_attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor,
                          state: LinearState, eps: float = 1e-6) -> tuple[torch.Tensor, LinearState]:
     """One decoding step. q, k: (B, H, D); v: (B, H, D_v) -> (o: (B, H, D_v), state)."""
-    pq = favor_features(q[:, None], projection, True)[:, 0]  # (B, H, m)
-    pk = favor_features(k[:, None], projection, False)[:, 0]
-    return linear_attention_step(pq, pk, v, state, eps=eps)
+    pq, eps_q = (t[:, 0] for t in favor_query_features(q[:, None], projection, eps))  # (B, H, m), (B, H)
+    pk = favor_features(k[:, None], projection)[:, 0]
+    o, (S, z) = linear_attention_step(pq, pk, v, state, eps=eps_q)
+    return o.to(q.dtype), (S.to(q.dtype), z.to(q.dtype))
 
 
 def bidirectional_favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor,
                                   eps: float = 1e-6) -> torch.Tensor:
-    """Non-causal FAVOR+: phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1). O(T m d)."""
-    pq, pk = favor_features(q, projection, True), favor_features(k, projection, False)
-    return bidirectional_linear_attention(pq, pk, v, eps=eps)
+    """Non-causal FAVOR+: phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1 + eps). O(T m d)."""
+    (pq, eps_q), pk = favor_query_features(q, projection, eps), favor_features(k, projection)
+    return bidirectional_linear_attention(pq, pk, v, eps=eps_q).to(q.dtype)
 
 
 def naive_bidirectional_favor_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, projection: torch.Tensor,
                                         eps: float = 1e-6) -> torch.Tensor:
-    """Oracle for the non-causal form: per query, the feature-kernel-weighted average of all values, in fp32."""
-    q, k, v, projection = q.float(), k.float(), v.float(), projection.float()
-    pq, pk = favor_features(q, projection, True), favor_features(k, projection, False)
+    """Oracle for the non-causal form: per query, the feature-kernel-weighted average of all values, in at least
+    fp32."""
+    cd = promote(q)
+    q, k, v, projection = q.to(cd), k.to(cd), v.to(cd), projection.to(cd)
+    (pq, eps_q), pk = favor_query_features(q, projection, eps), favor_features(k, projection)
     out = torch.zeros_like(v)
     for t in range(q.shape[1]):
         w = torch.einsum("bhm,bshm->bsh", pq[:, t], pk)  # (B, S, H): phi(q_t) . phi(k_s) ~ exp(q_t . k_s / sqrt(d))
-        out[:, t] = torch.einsum("bsh,bshv->bhv", w, v) / (w.sum(1)[..., None] + eps)
+        out[:, t] = torch.einsum("bsh,bshv->bhv", w, v) / (w.sum(1)[..., None] + eps_q[:, t, :, None])
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ._chunkwise import chunkwise_recurrence
+from .precision import promote
 
 
 def naive_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
@@ -49,15 +50,16 @@ def gated_delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: 
                           initial_state: torch.Tensor | None = None, scale: float | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: q, k, v (B, 1, H, D), g, beta (B, 1, H) -> (o (B, 1, H, V), new state)."""
-    q, k, v, g, beta = q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0]  # (B, H, D), (B, H)
+    dtype, cd = q.dtype, promote(q)  # computed in at least fp32, as the chunked form; returned in q's dtype
+    q, k, v, g, beta = (t[:, 0].to(cd) for t in (q, k, v, g, beta))  # (B, H, D), (B, H)
     B, H, K = q.shape
     scale = K ** -0.5 if scale is None else scale
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
-    S = g.exp().to(S.dtype)[..., None, None] * S
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(cd)
+    S = g.exp()[..., None, None] * S
     v_old = (k[..., None, :] @ S).squeeze(-2)  # (B, H, V)
     S = S + (beta[..., None] * k)[..., :, None] * (v - v_old)[..., None, :]
     o = scale * (q[..., None, :] @ S).squeeze(-2)  # (B, H, V)
-    return o[:, None], S
+    return o[:, None].to(dtype), S.to(dtype)
 
 
 # ---- catalogue entries for the op_speed benchmark ----------------------------------------------------------------

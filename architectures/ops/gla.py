@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._chunkwise import chunkwise_recurrence
+from .precision import promote
 
 
 def naive_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
@@ -45,13 +46,14 @@ def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
              initial_state: torch.Tensor | None = None, scale: float | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: q, k, v, g of one token (B, 1, H, D) -> (o (B, 1, H, V), new state)."""
-    q, k, v, g = q[:, 0], k[:, 0], v[:, 0], g[:, 0]  # (B, H, D)
+    dtype, cd = q.dtype, promote(q)  # computed in at least fp32, as the chunked form; returned in q's dtype
+    q, k, v, g = (t[:, 0].to(cd) for t in (q, k, v, g))  # (B, H, D)
     B, H, K = q.shape
     scale = K ** -0.5 if scale is None else scale
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
-    S = g.exp().to(S.dtype)[..., None] * S + k[..., :, None] * v[..., None, :]
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(cd)
+    S = g.exp()[..., None] * S + k[..., :, None] * v[..., None, :]
     o = scale * (q[..., None, :] @ S).squeeze(-2)  # (B, H, V)
-    return o[:, None], S
+    return o[:, None].to(dtype), S.to(dtype)
 
 
 # ---- catalogue entries for the op_speed benchmark ----------------------------------------------------------------

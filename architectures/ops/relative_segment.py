@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from .. import flop_notes
 
 
-def sinusoid_embedding(distances: torch.Tensor, dim: int) -> torch.Tensor:
-    """R_d as in the paper's code: [sin(d f), cos(d f)] with f_i = 1 / 10000^(2i/dim). distances (S,) -> (S, dim)."""
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=distances.device, dtype=torch.float32) / dim))
-    angles = distances.to(torch.float32)[:, None] * inv_freq[None, :]  # (S, ceil(dim/2))
+def sinusoid_embedding(distances: torch.Tensor, dim: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """R_d as in the paper's code: [sin(d f), cos(d f)] with f_i = 1 / 10000^(2i/dim). distances (S,) -> (S, dim),
+    built in ``dtype`` (pass the promoted dtype of the weights: fp64 runs get an fp64 table)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=distances.device, dtype=dtype) / dim))
+    angles = distances.to(dtype)[:, None] * inv_freq[None, :]  # (S, ceil(dim/2))
     return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim]
 
 

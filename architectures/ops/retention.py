@@ -16,11 +16,13 @@ from __future__ import annotations
 import torch
 
 from ._chunkwise import chunkwise_recurrence
+from .precision import promote
 
 
-def retnet_log_decays(n_heads: int, device: torch.device | None = None) -> torch.Tensor:
-    """log gamma_h for gamma_h = 1 - 2^(-5-h), h = 0..H-1 (fp32, computed, not stored)."""
-    h = torch.arange(n_heads, dtype=torch.float32, device=device)
+def retnet_log_decays(n_heads: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+                      ) -> torch.Tensor:
+    """log gamma_h for gamma_h = 1 - 2^(-5-h), h = 0..H-1, in ``dtype`` (computed, not stored)."""
+    h = torch.arange(n_heads, dtype=dtype, device=device)
     return torch.log1p(-torch.exp2(-5.0 - h))
 
 
@@ -45,7 +47,7 @@ def chunk_retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel retention: a scalar gate per head, the same at every token."""
     B, T, H, _ = q.shape
-    g = log_decay.float().to(q.device)[None, None, :].expand(B, T, H)  # (B, T, H)
+    g = log_decay.to(q.device, promote(q))[None, None, :].expand(B, T, H)  # (B, T, H), in at least fp32
     return chunkwise_recurrence(q, k, v, g=g, initial_state=initial_state, scale=scale, chunk_size=chunk_size)
 
 
@@ -53,14 +55,15 @@ def retention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay:
                    initial_state: torch.Tensor | None = None, scale: float | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: q, k, v of one token (B, 1, H, D) -> (o (B, 1, H, V), new state)."""
-    q, k, v = q[:, 0], k[:, 0], v[:, 0]  # (B, H, D)
+    dtype, cd = q.dtype, promote(q)  # computed in at least fp32, as the chunked form; returned in q's dtype
+    q, k, v = (t[:, 0].to(cd) for t in (q, k, v))  # (B, H, D)
     B, H, K = q.shape
     scale = K ** -0.5 if scale is None else scale
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state
-    gamma = log_decay.exp().to(S.dtype)[None, :, None, None]  # (1, H, 1, 1)
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(cd)
+    gamma = log_decay.to(cd).exp()[None, :, None, None]  # (1, H, 1, 1)
     S = gamma * S + k[..., :, None] * v[..., None, :]
     o = scale * (q[..., None, :] @ S).squeeze(-2)  # (B, H, V)
-    return o[:, None], S
+    return o[:, None].to(dtype), S.to(dtype)
 
 
 # ---- catalogue entries for the op_speed benchmark ----------------------------------------------------------------

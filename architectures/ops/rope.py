@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import torch
 
+from .precision import promote
+
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables of shape (T, 1, D) for integer positions (T,)."""
+    """cos/sin tables of shape (T, 1, D) for integer positions (T,), built in ``promote(dtype)`` (fp32 for half
+    precision, fp64 for fp64) and cast to ``dtype``."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, D/2)
+    cd = promote(dtype)
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=cd) / head_dim)
+    angles = positions.to(cd)[:, None] * inv_freq[None, :]  # (T, D/2)
     angles = torch.cat([angles, angles], dim=-1)  # (T, D)
     return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]  # (T, 1, D): broadcast over heads
 

@@ -27,7 +27,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-SELF_SCORE = -1e5  # a token's score for itself: used only if nothing else is visible
+def self_score(dtype: torch.dtype) -> float:
+    """A token's score for itself, used only if nothing else is visible: the most negative finite value of the dtype
+    (weight exactly 0 next to any other visible key, in every dtype; a constant such as -1e5 is -inf in fp16)."""
+    return torch.finfo(dtype).min
 
 
 def normalize(qk: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -118,7 +121,7 @@ def routing_attention(u: torch.Tensor, v: torch.Tensor, clusters: torch.Tensor, 
     visible = visible & ((dist >= 0) if causal else (dist > -w))
     scores = q_b @ k_b.transpose(-2, -1) / math.sqrt(D)  # (B, H, n, w, W)
     scores = scores.masked_fill(~visible, float("-inf"))
-    scores = torch.where(visible & (dist == 0), torch.full_like(scores, SELF_SCORE), scores)
+    scores = scores.masked_fill(visible & (dist == 0), self_score(scores.dtype))
     scores = scores.masked_fill((q_slot < 0)[..., None], 0.0)  # padding queries: finite rows, cut off below
     o = scores.softmax(dim=-1) @ v_b  # (B, H, n, w, Dv)
     o = o.reshape(B, H, n * w, Dv)[:, :, :T]  # (B, H, T, Dv) in cluster order
