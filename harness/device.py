@@ -9,7 +9,8 @@
   device-independent figure is ``harness.measure.LiveTensorBytes``).
 - ``is_oom``: whether an exception is an out-of-memory on either device.
 - ``device_info``: the device's name, for the environment record.
-- ``matmul_peak_sizes``: the square matmul sizes whose best FLOP/s is taken as the device's peak.
+- ``matmul_peak_sizes``, ``matmul_peak_threads``: the square matmul sizes and CPU thread counts whose best FLOP/s
+  is taken as the device's peak.
 - ``cuda_status``: whether CUDA can run here and, if not, why (for ``scripts/gpu_check.sh``); the GPU's name.
 - ``cpu_memory_cap``: an address-space limit below physical memory, so that a cell too large for the machine fails
   as a recorded ``oom`` instead of the kernel killing the run.
@@ -233,6 +234,23 @@ def matmul_peak_sizes(device: torch.device) -> tuple[int, ...]:
     if device.type == "cuda":
         return (2048, 4096, 8192)
     return (256, 512, 1024)
+
+
+@contextlib.contextmanager
+def matmul_peak_threads(device: torch.device) -> Iterator[list[int | None]]:
+    """Thread counts to measure the matmul peak at (None: as it is), restored on exit. CPU: one thread and the
+    process's count. All cores' peak is at least one core's, and one core's best is what a machine shared with other
+    processes still shows (a time slice of one core is easy to get, of every core at once is not: on our loaded
+    2-core VM the two-thread best read 13 GFLOP/s against one thread's 100), so the larger of the two is a lower
+    bound of the peak that contention cannot push below what a cell reaches."""
+    if device.type != "cpu":
+        yield [None]
+        return
+    threads = torch.get_num_threads()
+    try:
+        yield sorted({1, threads})
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cuda_status() -> dict:

@@ -224,26 +224,38 @@ def instrumented(fn: Callable[[], Any]) -> Instrumented:
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...] | None = None,
                         seconds: float = 0.5) -> float:
     """Achievable matmul FLOP/s on this device and dtype: the best of repeated (size x size) @ (size x size) over
-    several sizes (``harness.device.matmul_peak_sizes``), ``seconds`` per size.
+    several sizes and (CPU) thread counts (``harness.device.matmul_peak_sizes`` / ``matmul_peak_threads``),
+    ``seconds`` per size and thread count.
 
     One size is not enough: on our 2-core VM a 1024 fp32 matmul runs at 20 GFLOP/s per core and a 256 one at 100
     (the larger one streams from a shared L3), and an attention kernel working on cache-sized tiles reaches the
     latter. A peak understated like that made fused attention read 180% of "peak"."""
-    from .device import matmul_peak_sizes, synchronize
+    from .device import matmul_peak_sizes, matmul_peak_threads
 
     best_flops = 0.0
-    for size in sizes or matmul_peak_sizes(device):
-        a = torch.randn(size, size, device=device, dtype=dtype)
-        b = torch.randn(size, size, device=device, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        synchronize(device)
-        best = float("inf")
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            a @ b
-            synchronize(device)
-            best = min(best, time.perf_counter() - t0)
-        best_flops = max(best_flops, 2 * size**3 / best)
+    with matmul_peak_threads(device) as thread_counts:
+        for threads in thread_counts:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            for size in sizes or matmul_peak_sizes(device):
+                best_flops = max(best_flops, _best_matmul(device, dtype, size, seconds))
     return best_flops
+
+
+def _best_matmul(device: torch.device, dtype: torch.dtype, size: int, seconds: float) -> float:
+    """FLOP/s of the fastest of repeated (size x size) @ (size x size) calls over ``seconds``."""
+    from .device import synchronize
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    best = float("inf")
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best

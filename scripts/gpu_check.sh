@@ -66,11 +66,16 @@ fi
 
 if [ "$INSTALL" = 1 ]; then
   here="$(pwd -P)"
-  found="$(cd / && "$PY" -c 'import harness, pathlib; print(pathlib.Path(harness.__file__).resolve().parent.parent)' 2>/dev/null || true)"
+  # what `import harness` finds without our PYTHONPATH, i.e. what is installed
+  found="$(cd / && env -u PYTHONPATH "$PY" -c 'import harness, pathlib; print(pathlib.Path(harness.__file__).resolve().parent.parent)' 2>/dev/null || true)"
   if [ "$found" = "$here" ]; then
     echo "== install: this checkout is already installed ($found)"
   else
-    step install 120 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
+    # with the environment's setuptools; if that one cannot build an editable install (setuptools < 64, no wheel),
+    # in an isolated build whose build requirements come from the wheel folder
+    step install 120 bash -c '"$0" -m pip install --no-deps --no-build-isolation --no-index -e . \
+      || { [ -n "$1" ] && echo "retrying with build requirements from $1" \
+           && "$0" -m pip install --no-deps --no-index --find-links "$1" -e .; }' "$PY" "$WHEELS"
   fi
   missing="$("$PY" scripts/missing_requirements.py dev)"
   if [ -n "$missing" ]; then

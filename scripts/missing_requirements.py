@@ -14,9 +14,24 @@ import sys
 NEVER = {"torch", "triton"}
 
 
+def requirements() -> list[str]:
+    """The installed project's requirements; from pyproject.toml (Python >= 3.11) if it is not installed."""
+    try:
+        return metadata.requires("transformer-bench") or []
+    except metadata.PackageNotFoundError:
+        import tomllib  # Python >= 3.11
+        from pathlib import Path
+
+        project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+        reqs = list(project.get("dependencies", []))
+        for extra, items in project.get("optional-dependencies", {}).items():
+            reqs += [f'{r}; extra == "{extra}"' for r in items]
+        return reqs
+
+
 def missing(extras: set[str], extras_only: bool) -> list[str]:
     names = []
-    for req in metadata.requires("transformer-bench") or []:
+    for req in requirements():
         name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
         extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", req)
         wanted = (extra.group(1) in extras) if extra else not extras_only

@@ -137,3 +137,13 @@ def test_smoke_suite_never_exceeds_the_peak(tmp_path):
     assert worst["value"] <= 1.05, (f"{worst['benchmark']} {worst['mixer']} {worst['mode']} n={worst['seq_len']}: "
                                     f"{worst['value']:.2f} of the matmul peak")
     assert not math.isnan(worst["value"])
+
+
+def test_matmul_peak_is_the_best_over_sizes_and_threads():
+    from harness.measure import _best_matmul, measure_matmul_peak
+
+    cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    peak = measure_matmul_peak(cpu, torch.float32, sizes=(64, 128), seconds=0.02)
+    assert torch.get_num_threads() == threads  # restored
+    assert peak > 0 and peak >= 0.2 * _best_matmul(cpu, torch.float32, 128, 0.02)  # same order as any one size
