@@ -312,3 +312,12 @@ def test_state_bytes_of_full_size_models_on_the_meta_device():
     mistral = build_model("mistral-7b", "full", device="meta")
     assert mistral.state_bytes(1, 32768, torch.float16) == 2 * 32 * 4095 * 8 * 128 * 2  # the window caps it
     assert isinstance(llama, CausalLM)
+
+
+def test_cli_lists_models_with_family_paper_and_counts(capsys):
+    from harness.cli import main
+
+    assert main(["list", "models", "mixtral*"]) == 0
+    out = capsys.readouterr().out
+    assert "mixtral-8x7b" in out and "Mixtral" in out and "arXiv:2401.04088" in out
+    assert "46.70B" in out and "12.88B" in out and "active 12.90B" in out
