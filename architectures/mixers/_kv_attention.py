@@ -17,27 +17,31 @@ from ..ops.softmax_attention import naive_softmax_attention, softmax_attention
 
 class KVCacheAttention(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool, impl: str | None, n_kv_heads: int,
-                 rope_theta: float | None, cache_window: int | None = None):
+                 rope_theta: float | None, cache_window: int | None = None, head_dim: int | None = None,
+                 bias: bool = False):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
+        if head_dim is not None:  # a head size other than d_model / n_heads (PaLM-540B: 48 heads of 256 at 18432)
+            if head_dim < 1:
+                raise ValueError(f"head_dim must be >= 1, got {head_dim}")
+            self.head_dim = head_dim
         if n_kv_heads <= 0 or n_heads % n_kv_heads:
             raise ValueError(f"n_heads={n_heads} must be a positive multiple of n_kv_heads={n_kv_heads}")
         self.kv_heads = n_kv_heads
         self.rope_theta = rope_theta
         self._cache_window = cache_window  # keep only the last (window - 1) keys between steps
-        self.wq = nn.Linear(d_model, n_heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
-        self.wv = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=False)
-        self.wo = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+        self.wq = nn.Linear(d_model, n_heads * self.head_dim, bias=bias)  # bias: GPT-2 and GPT-3 have them
+        self.wk = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
+        self.wv = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
+        self.wo = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
 
     # ---- projections --------------------------------------------------------------------------------------------
     def _qkv(self, x: torch.Tensor, start: int, fp32: bool = False):
         """x: (B, T, D) at absolute positions start..start+T-1 -> q (B, T, H, Dh), k, v (B, T, H_kv, Dh)."""
         B, T, _ = x.shape
-        wq, wk, wv = (m.weight.float() if fp32 else m.weight for m in (self.wq, self.wk, self.wv))
         x = x.float() if fp32 else x
-        q = F.linear(x, wq).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, Dh)
-        k = F.linear(x, wk).view(B, T, self.kv_heads, self.head_dim)  # (B, T, H_kv, Dh)
-        v = F.linear(x, wv).view(B, T, self.kv_heads, self.head_dim)
+        q = self._lin(x, self.wq, fp32).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, Dh)
+        k = self._lin(x, self.wk, fp32).view(B, T, self.kv_heads, self.head_dim)  # (B, T, H_kv, Dh)
+        v = self._lin(x, self.wv, fp32).view(B, T, self.kv_heads, self.head_dim)
         if self.rope_theta is not None:
             positions = torch.arange(start, start + T, device=x.device)
             q, k = apply_rope(q, positions, self.rope_theta), apply_rope(k, positions, self.rope_theta)
@@ -46,7 +50,13 @@ class KVCacheAttention(Mixer):
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:
         B, T = o.shape[:2]
         o = o.reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H, Dh) -> (B, T, H*Dh)
-        return F.linear(o, self.wo.weight.float()) if fp32 else self.wo(o)
+        return self._lin(o, self.wo, fp32)
+
+    @staticmethod
+    def _lin(x: torch.Tensor, m: nn.Linear, fp32: bool) -> torch.Tensor:
+        if not fp32:
+            return m(x)
+        return F.linear(x, m.weight.float(), None if m.bias is None else m.bias.float())
 
     # ---- what a subclass chooses --------------------------------------------------------------------------------
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -169,9 +169,10 @@ class DeltaRuleMixer(LinearRecurrentMixer):
         if conv_size < 1:
             raise ValueError(f"conv_size must be >= 1, got {conv_size}")
         self.key_dim = self.value_dim = self.head_dim
-        self.conv_channels = 3 * d_model
-        self.wqkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.conv = ShortConv(3 * d_model, conv_size)
+        inner = self.n_heads * self.head_dim  # d_model unless a subclass sets its own head size (Kimi Linear's KDA)
+        self.conv_channels = 3 * inner
+        self.wqkv = nn.Linear(d_model, 3 * inner, bias=False)
+        self.conv = ShortConv(3 * inner, conv_size)
         self.wbeta = nn.Linear(d_model, self.n_heads, bias=False)
 
     def _qkv_beta(self, x: torch.Tensor, conv_cache: torch.Tensor | None, fp32: bool):

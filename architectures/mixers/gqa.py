@@ -25,15 +25,18 @@ from .flash import SDPA_BACKENDS, sdpa_unavailable_reason
     claim_source="guide 003, Key techniques (GQA: balance between MHA and MQA); not in the Master Comparison Table",
     modes=frozenset({"causal", "bidirectional", "decode"}),
     impls=("torch", "sdpa_flash"),
-    default_hparams={"n_kv_heads": 2, "rope_theta": 10000.0},
+    default_hparams={"n_kv_heads": 2, "rope_theta": 10000.0, "d_head": None},
     test_hparams={"n_kv_heads": 1},
-    notes="KV cache = n_kv_heads / n_heads of standard's. MQA is n_kv_heads=1.",
+    notes="KV cache = n_kv_heads / n_heads of standard's. MQA is n_kv_heads=1. rope_theta None: no positions "
+          "(Jamba's attention layers). d_head None: d_model / n_heads.",
 ))
 class GroupedQueryAttention(KVCacheAttention):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 n_kv_heads: int = 2, rope_theta: float | None = 10000.0):
-        super().__init__(d_model, n_heads, causal=causal, impl=impl, n_kv_heads=n_kv_heads, rope_theta=rope_theta)
-        self.n_kv_heads = n_kv_heads
+                 n_kv_heads: int = 2, rope_theta: float | None = 10000.0, d_head: int | None = None):
+        # d_head None: d_model / n_heads; PaLM-540B sets 256 (48 heads at d_model 18432)
+        super().__init__(d_model, n_heads, causal=causal, impl=impl, n_kv_heads=n_kv_heads, rope_theta=rope_theta,
+                         head_dim=d_head)
+        self.n_kv_heads, self.d_head = n_kv_heads, d_head
 
     @classmethod
     def unavailable_reason(cls, impl: str, device: torch.device, dtype: torch.dtype) -> str | None:

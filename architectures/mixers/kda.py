@@ -31,7 +31,7 @@ from .gated_deltanet import init_dt_bias
     claimed_quality="101%+",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "fla"),
-    default_hparams={"chunk_size": 32, "conv_size": 4, "norm_eps": 1e-5},
+    default_hparams={"chunk_size": 32, "conv_size": 4, "norm_eps": 1e-5, "d_head": None, "gate_bias": True},
     test_hparams={"chunk_size": 16},
     notes="the guide's quality claim is for the Kimi Linear hybrid (KDA + MLA); this is the KDA layer alone. "
           "impl fla: fla.ops.kda.chunk_kda (CUDA); decoding always uses our step form",
@@ -40,18 +40,27 @@ class KimiDeltaAttention(DeltaRuleMixer):
     chunk_op, naive_op, step_op = chunk_kda, naive_kda, kda_step
 
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 chunk_size: int = 32, conv_size: int = 4, norm_eps: float = 1e-5):
+                 chunk_size: int = 32, conv_size: int = 4, norm_eps: float = 1e-5, d_head: int | None = None,
+                 gate_bias: bool = True):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
         self.chunk_size, self.conv_size, self.norm_eps = chunk_size, conv_size, norm_eps
+        # d_head None: d_model / n_heads; Kimi Linear 48B sets 128 (32 heads of 128 at d_model 2304).
+        # gate_bias: fla's output gate has a bias, the Hugging Face Kimi Linear port has none.
+        self.gate_bias, self.d_head = gate_bias, d_head
+        if d_head is not None:
+            if d_head < 1:
+                raise ValueError(f"d_head must be >= 1, got {d_head}")
+            self.head_dim = d_head
+        self.inner = inner = n_heads * self.head_dim
         self._init_qkv(d_model, conv_size)
         rank = self.head_dim  # the low rank of the gate projections (fla: head_v_dim)
         self.wf1 = nn.Linear(d_model, rank, bias=False)  # channel-wise decay input, low rank
-        self.wf2 = nn.Linear(rank, d_model, bias=False)
+        self.wf2 = nn.Linear(rank, inner, bias=False)
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())
-        self.dt_bias = nn.Parameter(init_dt_bias(d_model))
+        self.dt_bias = nn.Parameter(init_dt_bias(inner))
         self.wg1 = nn.Linear(d_model, rank, bias=False)  # output gate, low rank
-        self.wg2 = nn.Linear(rank, d_model, bias=True)
-        self.wo = nn.Linear(d_model, d_model, bias=False)
+        self.wg2 = nn.Linear(rank, inner, bias=gate_bias)
+        self.wo = nn.Linear(inner, d_model, bias=False)
         self.norm_weight = nn.Parameter(torch.ones(self.head_dim))
 
     def _features(self, x, conv_cache, start, fp32=False):
@@ -66,7 +75,7 @@ class KimiDeltaAttention(DeltaRuleMixer):
         B, T = o.shape[:2]
         o = head_rms_norm(o, self.norm_weight.float() if fp32 else self.norm_weight, self.norm_eps)
         gate = torch.sigmoid(linear(linear(x, self.wg1, fp32), self.wg2, fp32))
-        return linear(o.reshape(B, T, self.d_model) * gate, self.wo, fp32)  # (B, T, H, Dh) -> (B, T, D)
+        return linear(o.reshape(B, T, self.inner) * gate, self.wo, fp32)  # (B, T, H, Dh) -> (B, T, H*Dh)
 
     def _fla_chunk(self, inputs):
         from fla.ops.kda import chunk_kda as fla_chunk_kda

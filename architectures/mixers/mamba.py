@@ -37,7 +37,8 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     claimed_quality="~97%",
     modes=frozenset({"causal", "decode"}),
     impls=("torch", "mamba_ssm"),
-    default_hparams={"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": None, "chunk_size": 64},
+    default_hparams={"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": None, "chunk_size": 64,
+                     "inner_norm_eps": None},
     test_hparams={"d_state": 6, "expand": 1, "chunk_size": 16},
     notes="The guide's memory cell O(d) is the recurrent state (a constant E x N per layer, plus d_conv - 1 conv "
           "inputs): that is state_exponent 0. A prefill (forward) pass still reads n tokens and writes n outputs, "
@@ -48,8 +49,11 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 class Mamba(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
                  d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | None = None,
-                 chunk_size: int = 64):
+                 chunk_size: int = 64, inner_norm_eps: float | None = None):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
+        # inner_norm_eps: Jamba's RMSNorms (with weights) on dt, B and C after x_proj, for stability at scale
+        # (Lieber et al. 2024, arXiv:2403.19887, section 3); None = the Mamba paper's layer, without them
+        self.inner_norm_eps = inner_norm_eps
         if min(d_state, d_conv, expand, chunk_size) < 1:
             raise ValueError("d_state, d_conv, expand and chunk_size must be >= 1")
         self.d_state, self.d_conv, self.expand, self.dt_rank, self.chunk_size = d_state, d_conv, expand, dt_rank, \
@@ -63,6 +67,8 @@ class Mamba(Mixer):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(E, 1))
         self.D = nn.Parameter(torch.ones(E))
         self.wo = nn.Linear(E, d_model, bias=False)
+        if inner_norm_eps is not None:
+            self.dt_norm, self.B_norm, self.C_norm = (nn.Parameter(torch.ones(n)) for n in (R, d_state, d_state))
         with torch.no_grad():  # the paper's dt initialisation: dt_proj(.) + bias starts in [1e-3, 1e-1], log-uniform
             nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
             dt = torch.exp(torch.rand(E) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
@@ -91,9 +97,16 @@ class Mamba(Mixer):
     def _ssm_inputs(self, x: torch.Tensor, fp32: bool):
         """x: (..., E) after the conv -> dt: (..., E), A: (E, N), B, C: (..., N)."""
         dt, B, C = F.linear(x, self._w(self.x_proj.weight, fp32)).split([self.rank, self.d_state, self.d_state], -1)
+        if self.inner_norm_eps is not None:
+            dt, B, C = (self._rms(t, w, fp32) for t, w in ((dt, self.dt_norm), (B, self.B_norm), (C, self.C_norm)))
         dt = F.softplus(F.linear(dt, self._w(self.dt_proj.weight, fp32), self._w(self.dt_proj.bias, fp32)))
         A = -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))  # (E, N), < 0
         return dt, A, B, C
+
+    def _rms(self, t: torch.Tensor, weight: torch.Tensor, fp32: bool) -> torch.Tensor:
+        tf = t.float()
+        tf = tf * torch.rsqrt(tf.pow(2).mean(-1, keepdim=True) + self.inner_norm_eps)
+        return self._w(weight, fp32) * tf.to(t.dtype)
 
     def _run(self, x: torch.Tensor, state: State | None, scan, fp32: bool = False) -> tuple[torch.Tensor, State]:
         """x: (B, T, d_model) -> y, the state after x (conv history and SSM state)."""

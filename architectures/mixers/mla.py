@@ -57,7 +57,7 @@ class MultiHeadLatentAttention(Mixer):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
                  kv_lora_rank: int | None = None, q_lora_rank: int | None = None,
                  qk_rope_head_dim: int | None = None, qk_nope_head_dim: int | None = None,
-                 v_head_dim: int | None = None, rope_theta: float = 10000.0):
+                 v_head_dim: int | None = None, rope_theta: float | None = 10000.0):
         super().__init__(d_model, n_heads, causal=causal, impl=impl)
         self.kv_lora_rank, self.q_lora_rank = kv_lora_rank, q_lora_rank
         self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim = qk_rope_head_dim, qk_nope_head_dim, v_head_dim
@@ -108,8 +108,11 @@ class MultiHeadLatentAttention(Mixer):
         c_kv, k_rope = kv.split([self.d_c, self.d_rope], dim=-1)
         c_kv = F.rms_norm(c_kv, (self.d_c,), self._w(self.kv_norm, fp32), eps=1e-6)
         positions = torch.arange(start, start + T, device=x.device)
-        q_rope = apply_rope(q_rope, positions, self.rope_theta)
-        k_rope = apply_rope(k_rope[:, :, None], positions, self.rope_theta)[:, :, 0]  # one head shared by all
+        if self.rope_theta is not None:  # None: NoPE (Kimi Linear's MLA layers; its KDA layers carry order)
+            q_rope = apply_rope(q_rope, positions, self.rope_theta)
+            k_rope = apply_rope(k_rope[:, :, None], positions, self.rope_theta)[:, :, 0]  # one head shared by all
+        else:  # a copy: the slice of kv would keep all of kv's storage alive in the decode cache
+            k_rope = k_rope.contiguous()
         return q_nope, q_rope, c_kv, k_rope
 
     def _out(self, o: torch.Tensor, fp32: bool = False) -> torch.Tensor:

@@ -20,20 +20,26 @@ from ._kv_attention import KVCacheAttention
     claimed_quality="~98%",
     modes=frozenset({"causal", "decode"}),
     impls=("torch",),
-    default_hparams={"window": 128, "rope_theta": 10000.0},
+    default_hparams={"window": 128, "rope_theta": 10000.0, "n_kv_heads": None},
     test_hparams={"window": 16},
     notes="Window counts the token itself: query t sees keys t-window+1..t.",
 ))
 class SlidingWindowAttention(KVCacheAttention):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 window: int = 128, rope_theta: float | None = 10000.0):
+                 window: int = 128, rope_theta: float | None = 10000.0, n_kv_heads: int | None = None):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        super().__init__(d_model, n_heads, causal=causal, impl=impl, n_kv_heads=n_heads, rope_theta=rope_theta,
-                         cache_window=window)
-        self.window = window
+        # n_kv_heads None: one KV head per query head; Mistral-7B shares 8 KV heads among 32 (GQA)
+        super().__init__(d_model, n_heads, causal=causal, impl=impl, n_kv_heads=n_kv_heads or n_heads,
+                         rope_theta=rope_theta, cache_window=window)
+        self.window, self.n_kv_heads = window, n_kv_heads
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.kv_heads != self.n_heads:  # shared KV heads: each query head reads its group's (a copy per head)
+            B, T, H_kv, Dh = k.shape
+            G = self.n_heads // H_kv
+            k = k[:, :, :, None].expand(B, T, H_kv, G, Dh).reshape(B, T, self.n_heads, Dh)  # (B, T, H, Dh)
+            v = v[:, :, :, None].expand(B, T, H_kv, G, Dh).reshape(B, T, self.n_heads, Dh)
         return sliding_window_attention(q, k, v, self.window)
 
     def _reference_window(self) -> int | None:

@@ -18,13 +18,16 @@ from ._kv_attention import KVCacheAttention
     claimed_quality="100%",
     modes=frozenset({"causal", "bidirectional", "decode"}),
     impls=("torch",),
-    default_hparams={"rope_theta": 10000.0},
+    default_hparams={"rope_theta": 10000.0, "bias": False},
     notes="Explicit QK^T, mask, softmax, AV; decodes with a KV cache that grows with context.",
 ))
 class StandardAttention(KVCacheAttention):
     def __init__(self, d_model: int, n_heads: int, *, causal: bool = True, impl: str | None = None,
-                 rope_theta: float | None = 10000.0):
-        super().__init__(d_model, n_heads, causal=causal, impl=impl, n_kv_heads=n_heads, rope_theta=rope_theta)
+                 rope_theta: float | None = 10000.0, bias: bool = False):
+        # rope_theta None: no rotary positions (GPT-2/GPT-3 add learned absolute ones); bias: GPT-2/GPT-3's biases
+        super().__init__(d_model, n_heads, causal=causal, impl=impl, n_kv_heads=n_heads, rope_theta=rope_theta,
+                         bias=bias)
+        self.bias = bias
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return softmax_attention(q, k, v, causal=self.causal)

@@ -52,13 +52,14 @@ class TopKRouter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, D) -> probabilities (N, E) fp32, weights (N, k) fp32, expert indices (N, k)."""
-        logits = F.linear(x.float(), self.weight.float())  # (N, E), fp32 as every reference router
+        dtype = torch.promote_types(x.dtype, torch.float32)  # fp32 as every reference router (fp64 stays fp64)
+        logits = F.linear(x.to(dtype), self.weight.to(dtype))  # (N, E)
         if self.score == "softmax":
             probs = logits.softmax(-1)
             weights, idx = probs.topk(self.top_k, dim=-1)
         else:
             probs = logits.sigmoid()
-            choice = probs if self.score_bias is None else probs + self.score_bias.float()
+            choice = probs if self.score_bias is None else probs + self.score_bias.to(dtype)
             if self.n_groups > 1:
                 groups = choice.view(-1, self.n_groups, self.n_experts // self.n_groups)  # (N, G, E/G)
                 best = groups.topk(min(2, groups.shape[-1]), dim=-1)[0].sum(-1).topk(self.topk_groups, dim=-1)[1]
