@@ -68,6 +68,11 @@ class ModelSpeed(Benchmark):
         if cell.mode == "perplexity":
             return self._perplexity(cell, ctx, preset, model, ex)
         model.eval()
+        from architectures.models.figures import max_context
+
+        limit = max_context(model) - (1 if cell.mode == "decode" else 0)  # a step after n tokens is position n
+        if preset.kind != "vision" and cell.seq_len > limit:
+            raise SkipCell(f"{cell.seq_len} tokens exceed {cell.mixer}'s learned position table ({limit} usable)")
         if cell.mode == "decode":
             return self._decode(cell, ctx, preset, model, ex)
         from architectures.models.figures import example_input
