@@ -9,8 +9,8 @@ Modes (the cell's ``mode``):
   serves every repeat). Rows: ``time_s``, ``tokens_per_s`` (batch / time), ``state_bytes`` (the measured state) and
   ``state_bytes_formula`` (``model.state_bytes``). Decoders only.
 - ``perplexity``: next-byte training on the embedded corpus (``harness.corpora``) for ``steps`` steps of
-  (``train_batch``, ``train_seq_len``) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE load-balancing
-  loss, then validation bits-per-byte over every byte of the first ``eval_bytes`` of the validation split
+  (``train_batch``, ``train_seq_len``) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE
+  load-balancing loss, then validation bits-per-byte over every byte of the first ``eval_bytes`` of the validation split
   (``harness.lm.causal_bits_per_byte``). Decoders with a vocabulary of at least 256 (bytes) only. Rows: ``val_bpb``,
   ``val_ppl``, ``train_tokens``, ``train_seconds``, ``tokens_per_s`` (training), ``model_params``.
 
