@@ -100,7 +100,8 @@ def test_every_full_preset_on_meta_allocates_no_weights():
         total += fig.params * 4
         del model
     grown = _rss_bytes() - before
-    assert grown < 300e6 and grown < total / 20, f"RSS grew by {grown / 1e6:.0f} MB for {total / 1e9:.0f} GB of fp32 weights"
+    assert grown < 300e6 and grown < total / 20, \
+        f"RSS grew by {grown / 1e6:.0f} MB for {total / 1e9:.0f} GB of fp32 weights"
 
 
 def test_moe_meta_flops_equal_real_flops():
@@ -115,3 +116,17 @@ def test_moe_meta_flops_equal_real_flops():
     a, _ = F.count_flops(lambda: real(x))
     b, _ = F.count_flops(lambda: meta(x.to("meta")))
     assert a == b > 0
+
+
+def test_reusing_identical_layers_changes_no_figure():
+    """Identical meta layers run once: the same FLOPs and state as running every layer (mixed layer patterns, dense
+    and MoE layers, encoder-decoder stacks with MoE expert lists)."""
+    import architectures.models as M
+
+    for name in ("jamba-v0.1", "deepseek-v3", "kimi-linear-48b-a3b", "mamba-2.8b", "switch-base-8", "t5-base"):
+        preset = M.get_model(name)
+        model = M.build_model(name, "tiny", device="meta")
+        a = F.model_figures(model, preset.kind, context=40, contexts=(64,))
+        b = F.model_figures(model, preset.kind, context=40, contexts=(64,), reuse_layers=False)
+        assert a == b, name
+        assert not any("forward" in vars(m) for m in model.modules())  # the patches are gone

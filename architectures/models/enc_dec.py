@@ -2,7 +2,8 @@
 over the target whose layers attend causally to the target and then to the encoder's output (cross-attention).
 
     src (B, S) -> embed -> EncoderStack -> memory (B, S, D)
-    tgt (B, T) -> embed -> n_decoder_layers x [causal self-attention; cross-attention to memory; FFN] -> logits (B, T, V)
+    tgt (B, T) -> embed -> n_decoder_layers x [causal self-attention; cross-attention to memory; FFN]
+               -> logits (B, T, V)
 
 Embeddings are shared by the source, the target and (tied) the output head (Vaswani sec. 3.4, T5). T5 scales the
 tied head's input by d_model^-0.5; Vaswani scales the embeddings by sqrt(d_model). Relative positions (T5): one

@@ -37,7 +37,8 @@ class EncoderConfig:
     pre_norm: bool = False  # norm before each branch (T5, ViT) or after each residual sum (Vaswani, BERT)
     bias: bool = True  # biases in the attention and FFN linears (T5 has none)
     scaled: bool = True  # scores scaled by 1/sqrt(d_head) (T5 folds the scale into its initialisation: False)
-    positions: str = "learned"  # "learned" table, "sinusoidal" (Vaswani), "relative" (T5 buckets) or "none" (ViT adds its own)
+    # "learned" table, "sinusoidal" (Vaswani), "relative" (T5 buckets) or "none" (ViT adds its own)
+    positions: str = "learned"
     max_seq_len: int = 512  # rows of a learned position table
     position_offset: int = 0  # first position id (RoBERTa: padding_idx + 1 = 2, so its table has 514 rows)
     type_vocab_size: int = 2  # BERT's segment embeddings (RoBERTa 1: one unused segment; 0: none)

@@ -4,8 +4,9 @@
 
 - ``params``: every parameter of the module (``model.num_params()``); ``active_params``: per token
   (``model.active_params()``: MoE counts the routed top-k and the shared experts, see each model's convention).
-- FLOPs are counted at ``context`` tokens, or at as many as a learned position table holds (BERT 512; decoders one fewer, for
-  the decode step after the prefill: GPT-2 1023, GPT-3 2047; ``ModelFigures.context`` says which). State bytes at longer contexts are still the module's formula.
+- FLOPs are counted at ``context`` tokens, or at as many as a learned position table holds (BERT 512; decoders one
+  fewer, for the decode step after the prefill: GPT-2 1023, GPT-3 2047; ``ModelFigures.context`` says which).
+  State bytes at longer contexts are still the module's formula.
 - ``prefill_flops_per_token``: FLOPs of the real forward (decoders: ``prefill``) over ``context`` tokens, counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors, divided by ``context``. Attention's n^2 term is in it,
   so the figure grows with the context. ``decode_flops_per_token``: FLOPs of one ``step`` after that prefill, i.e.
@@ -27,7 +28,8 @@ matmuls per token as any routing without capacity dropping (k expert evaluations
 module's own forward.
 
 Encoders and vision models have no decode state: their decode and state figures are None, and the forward runs on
-``context`` tokens, or for vision on one image of the model's own size (FLOPs per token = per patch position, [CLS] included).
+``context`` tokens, or for vision on one image of the model's own size (FLOPs per token = per patch position, [CLS]
+included).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 BITS = {"fp32": 32, "bf16": 16, "int8": 8, "int4": 4}  # cache / weight dtypes the figures are given at
@@ -93,13 +96,80 @@ def meta_moe_dispatch():
         MoE.forward = original
 
 
-def count_flops(fn) -> tuple[int, Any]:
-    """(FLOPs, result) of ``fn()`` under a FlopCounterMode (works on meta tensors: the formulas use shapes only)."""
+def _signature(block: nn.Module) -> str:
+    """What a layer computes, up to the values of its weights: every submodule's type, parameter and buffer shapes
+    and plain attributes (hyperparameters such as top_k, window, chunk_size, causal)."""
+    plain = (int, float, str, bool, type(None), tuple)
+    parts = []
+    for name, m in block.named_modules():
+        attrs = sorted((k, repr(v)) for k, v in vars(m).items()
+                       if not k.startswith("_") and k != "training" and isinstance(v, plain))
+        tensors = [(n, tuple(t.shape), str(t.dtype)) for n, t in [*m.named_parameters(recurse=False),
+                                                                  *m.named_buffers(recurse=False)]]
+        parts.append((name, type(m).__qualname__, attrs, tensors))
+    return repr(parts)
+
+
+def _shapes(obj: Any) -> str:
+    """A call's arguments with tensors replaced by (shape, dtype): what a meta computation depends on."""
+    return repr(tree_map(lambda t: ("tensor", tuple(t.shape), str(t.dtype)) if isinstance(t, torch.Tensor) else t, obj))
+
+
+@contextmanager
+def reuse_identical_layers(model: nn.Module, counter: FlopCounterMode):
+    """Within: a meta layer of a ModuleList whose signature and argument shapes were seen before returns the first
+    one's outputs (meta tensors: shapes only) and adds the first one's FLOPs to ``counter`` instead of running again.
+    Exact on meta (every output and FLOP depends on shapes only) and much faster: a Python meta forward of one
+    recurrent layer takes seconds, and Mamba-2.8B has 64 identical ones."""
+    cache: dict[tuple, tuple[Any, dict]] = {}
+    patched = []
+
+    def wrap(block: nn.Module, method: str, signature: str):
+        original = getattr(block, method)
+
+        def call(*args, **kwargs):
+            key = (signature, method, _shapes((args, kwargs)))
+            if key not in cache:
+                before = dict(counter.flop_counts["Global"])
+                out = original(*args, **kwargs)
+                after = counter.flop_counts["Global"]
+                cache[key] = (out, {op: n - before.get(op, 0) for op, n in after.items() if n != before.get(op, 0)})
+                return out
+            out, counts = cache[key]
+            for op, n in counts.items():
+                counter.flop_counts["Global"][op] += n
+            return out
+
+        setattr(block, method, call)  # an instance attribute: nn.Module.__call__ looks forward up on the instance
+        patched.append((block, method))
+
+    for layers in [m for m in model.modules() if isinstance(m, nn.ModuleList)]:
+        for block in layers:
+            if any(not p.is_meta for p in block.parameters()):
+                continue
+            signature = _signature(block)
+            for method in ("forward", "prefill", "step"):
+                if callable(getattr(block, method, None)):
+                    wrap(block, method, signature)
+    try:
+        yield
+    finally:
+        for block, method in patched:
+            delattr(block, method)
+
+
+def count_flops(fn, model: nn.Module | None = None) -> tuple[int, Any]:
+    """(FLOPs, result) of ``fn()`` under a FlopCounterMode (works on meta tensors: the formulas use shapes only).
+    With ``model`` (on meta), identical layers run once (``reuse_identical_layers``)."""
     from harness.measure import count_flops_mode  # the counter with the CPU SDPA formulas the harness uses
 
     counter: FlopCounterMode = count_flops_mode()
     with counter, meta_moe_dispatch():
-        result = fn()
+        if model is None:
+            result = fn()
+        else:
+            with reuse_identical_layers(model, counter):
+                result = fn()
     return int(counter.get_total_flops()), result
 
 
@@ -155,8 +225,11 @@ def state_figures(model: nn.Module, contexts=CONTEXTS) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def model_figures(model: nn.Module, kind: str, context: int = 4096, contexts=CONTEXTS) -> ModelFigures:
-    """The figures of a built model (any device; meta is the point). See the module docstring."""
+def model_figures(model: nn.Module, kind: str, context: int = 4096, contexts=CONTEXTS,
+                  reuse_layers: bool = True) -> ModelFigures:
+    """The figures of a built model (any device; meta is the point). See the module docstring. ``reuse_layers``:
+    identical meta layers run once (``reuse_identical_layers``; the tests hold it equal to running every layer)."""
+    reuse = model if reuse_layers else None
     params, active = int(model.num_params()), int(model.active_params())
     weights = {name: params * bits / 8 for name, bits in BITS.items()}
     active_weights = {name: active * bits / 8 for name, bits in BITS.items()}
@@ -164,14 +237,14 @@ def model_figures(model: nn.Module, kind: str, context: int = 4096, contexts=CON
     context = min(context, max_context(model) - (1 if kind in DECODER_KINDS else 0))
     if kind not in DECODER_KINDS:
         x = example_input(model, kind, context)
-        flops, _ = count_flops(lambda: model(*x) if isinstance(x, tuple) else model(x))
+        flops, _ = count_flops(lambda: model(*x) if isinstance(x, tuple) else model(x), reuse)
         per = context if kind != "vision" else max(1, getattr(model, "n_positions", 1))
         return ModelFigures(kind, params, active, context, flops / per, None, None, None, None, None, weights,
                             active_weights)
     tokens = example_input(model, kind, context)
-    prefill_flops, (_, state) = count_flops(lambda: model.prefill(tokens))
+    prefill_flops, (_, state) = count_flops(lambda: model.prefill(tokens), reuse)
     last = torch.zeros(1, dtype=torch.long, device=tokens.device)  # (B,)
-    decode_flops, _ = count_flops(lambda: model.step(last, state))
+    decode_flops, _ = count_flops(lambda: model.step(last, state), reuse)
     st = state_figures(model, contexts)
     return ModelFigures(kind, params, active, context, prefill_flops / context, float(decode_flops),
                         st["state_bytes_per_token"], st["state_bytes_fixed"], st["state_bytes"], tensor_bytes(state),

@@ -62,7 +62,8 @@ class Variant(BaseModel):
         known = {f.name for f in dataclasses.fields(cfg)}
         unknown = sorted(set(self.config) - known)
         if unknown:
-            raise ValueError(f"{type(cfg).__name__} of {self.model!r} has no field(s) {unknown}; it has {sorted(known)}")
+            raise ValueError(f"{type(cfg).__name__} of {self.model!r} has no field(s) {unknown}; "
+                             f"it has {sorted(known)}")
         return self
 
 
@@ -134,7 +135,8 @@ class ModelFigures(Benchmark):
         pub = {} if ex["variant_of"] else dict(preset.published)
         rows = [metric("params", fig.params, "count", **ex), metric("active_params", fig.active_params, "count", **ex),
                 metric("prefill_flops_per_token", fig.prefill_flops_per_token, "FLOP", **ex),
-                metric("figures_s", seconds, "s", **ex), metric("figures_cpu_s", cpu_seconds, "s", **ex), metric("flops_context", fig.context, "tokens", **ex)]
+                metric("figures_s", seconds, "s", **ex), metric("figures_cpu_s", cpu_seconds, "s", **ex),
+                metric("flops_context", fig.context, "tokens", **ex)]
         rows += [metric(f"published_{k}", v, "count", **ex) for k, v in pub.items() if k in ("params", "active_params")]
         rows += [metric("weight_bytes", fig.weight_bytes[d], "B", weight_dtype=d, **ex) for d in BITS]
         if fig.state_bytes is None:

@@ -9,8 +9,8 @@ Modes (the cell's ``mode``):
   serves every repeat). Rows: ``time_s``, ``tokens_per_s`` (batch / time), ``state_bytes`` (the measured state) and
   ``state_bytes_formula`` (``model.state_bytes``). Decoders only.
 - ``perplexity``: next-byte training on the embedded corpus (``harness.corpora``) for ``steps`` steps of
-  (``train_batch``, ``train_seq_len``) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE load-balancing
-  loss, then validation bits-per-byte over every byte of the first ``eval_bytes`` of the validation split
+  (``train_batch``, ``train_seq_len``) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE
+  load-balancing loss, then validation bits-per-byte over every byte of the first ``eval_bytes`` of the validation split
   (``harness.lm.causal_bits_per_byte``). Decoders with a vocabulary of at least 256 (bytes) only. Rows: ``val_bpb``,
   ``val_ppl``, ``train_tokens``, ``train_seconds``, ``tokens_per_s`` (training), ``model_params``.
 
@@ -68,6 +68,11 @@ class ModelSpeed(Benchmark):
         if cell.mode == "perplexity":
             return self._perplexity(cell, ctx, preset, model, ex)
         model.eval()
+        from architectures.models.figures import max_context
+
+        limit = max_context(model) - (1 if cell.mode == "decode" else 0)  # a step after n tokens is position n
+        if preset.kind != "vision" and cell.seq_len > limit:
+            raise SkipCell(f"{cell.seq_len} tokens exceed {cell.mixer}'s learned position table ({limit} usable)")
         if cell.mode == "decode":
             return self._decode(cell, ctx, preset, model, ex)
         from architectures.models.figures import example_input
