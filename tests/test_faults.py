@@ -195,3 +195,13 @@ def test_a_stale_lock_is_taken_over(tmp_path, capsys):
         with pytest.raises(RunError, match=f"pid {os.getpid()}"):
             run_suite(Suite.model_validate(suite_dict(["_fault_ok"])), tmp_path, CPU, progress=False,
                       write_report=False, resume=True)
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_PLUGINS", "tests.fault_worker_import")
+    with pytest.raises(RunError, match="worker failed to start.*cannot be imported inside a worker"):
+        run_suite(Suite.model_validate(suite_dict(["_fault_ok"])), tmp_path, CPU, progress=False,
+                  write_report=False, executor="isolated", executor_options={"echo_stderr": False})
+    monkeypatch.setenv("HARNESS_PLUGINS", "tests.no_such_plugin")
+    assert main(["run", str(_write_suite(tmp_path / "s.yaml", suite_dict(["_fault_ok"]))), "--out",
+                 str(tmp_path / "o"), "--device", "cpu"]) == 2
