@@ -57,12 +57,24 @@ class MixerEntry(Strict):
     hparams: dict[str, Any] = Field(default_factory=dict)
 
 
+def _unique(values: list | None) -> list | None:
+    """A repeated value in a sweep would plan the same cell twice."""
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError(f"values must be unique, got {values}")
+    return values
+
+
 class Sweep(Strict):
     seq_len: list[PositiveInt] = Field(default=[256, 512, 1024], min_length=1)
     batch: list[PositiveInt] = Field(default=[1], min_length=1)
     d_model: list[PositiveInt] = Field(default=[128], min_length=1)
     n_heads: list[PositiveInt] = Field(default=[4], min_length=1)
     dtype: list[Literal[DTYPES]] = Field(default=["float32"], min_length=1)  # type: ignore[valid-type]
+
+    @field_validator("*")
+    @classmethod
+    def _no_repeats(cls, v: list | None) -> list | None:
+        return _unique(v)
 
 
 class SweepOverride(Strict):
@@ -71,6 +83,11 @@ class SweepOverride(Strict):
     d_model: list[PositiveInt] | None = Field(default=None, min_length=1)
     n_heads: list[PositiveInt] | None = Field(default=None, min_length=1)
     dtype: list[Literal[DTYPES]] | None = Field(default=None, min_length=1)  # type: ignore[valid-type]
+
+    @field_validator("*")
+    @classmethod
+    def _no_repeats(cls, v: list | None) -> list | None:
+        return _unique(v)
 
 
 class TimingOverride(Strict):
@@ -281,7 +298,7 @@ def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise SuiteError([f"{path}: cannot read suite: {err.strerror or err}"]) from None
+        raise SuiteError([f"{path}: (file): cannot read suite: {err.strerror or err}"]) from None
     if len(data) > MAX_SUITE_BYTES:
         raise SuiteError([f"{path}: (file): {len(data)} bytes; a suite is at most {MAX_SUITE_BYTES} bytes"])
     if b"\x00" in data:

@@ -10,25 +10,23 @@ have no committed rows. ``OUT/.lock`` keeps a second run out of a directory in u
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import yaml
 
 import architectures
 
-from .benchmarks import BENCHMARKS, Cell, RunContext, SkipCell
+from .benchmarks import BENCHMARKS, Cell
 from .config import Suite, resolve_mixers
 from .device import configure_cpu_allocator, cpu_memory_cap
 from .env import collect_env
-from .executors import Job, Setup, load_plugins, make_executor
+from .executors import ExecutorError, Job, Setup, load_plugins, make_executor
 from .executors.cell import CellTimeout, failure, time_budget  # noqa: F401 - re-exported
 from .lock import LockHeld, RunLock
 from .measure import measure_matmul_peak
@@ -128,6 +126,8 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
                               progress=progress, write_report=write_report, cpu_allocator=cpu_allocator,
                               threads=threads, memory_cap=memory_cap, executor=executor,
                               executor_options=executor_options or {})
+    except ExecutorError as err:
+        raise RunError(str(err)) from None
     except OSError as err:
         if err.filename is None and err.errno is None:
             raise

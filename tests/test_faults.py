@@ -195,3 +195,28 @@ def test_a_stale_lock_is_taken_over(tmp_path, capsys):
         with pytest.raises(RunError, match=f"pid {os.getpid()}"):
             run_suite(Suite.model_validate(suite_dict(["_fault_ok"])), tmp_path, CPU, progress=False,
                       write_report=False, resume=True)
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_PLUGINS", "tests.fault_worker_import")
+    with pytest.raises(RunError, match="worker failed to start.*cannot be imported inside a worker"):
+        run_suite(Suite.model_validate(suite_dict(["_fault_ok"])), tmp_path, CPU, progress=False,
+                  write_report=False, executor="isolated", executor_options={"echo_stderr": False})
+    monkeypatch.setenv("HARNESS_PLUGINS", "tests.no_such_plugin")
+    assert main(["run", str(_write_suite(tmp_path / "s.yaml", suite_dict(["_fault_ok"]))), "--out",
+                 str(tmp_path / "o"), "--device", "cpu"]) == 2
+
+
+def test_unwritable_out_and_an_empty_report_are_messages(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    suite = str(_write_suite(tmp_path / "s.yaml", suite_dict(["_fault_ok"])))
+    assert main(["run", suite, "--out", str(blocker / "out"), "--device", "cpu", "--executor", "inline"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the output directory" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.jsonl").write_text("")
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no completed cell" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err

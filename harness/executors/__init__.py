@@ -22,6 +22,11 @@ from typing import Any
 import torch
 
 EXECUTORS = ("inline", "isolated", "ray")
+
+
+class ExecutorError(Exception):
+    """An executor that cannot run any cell (a worker that dies before its first cell, no cluster): the run stops."""
+
 PLUGINS_ENV = "HARNESS_PLUGINS"  # comma-separated modules a worker imports first (they register extra mixers)
 
 
@@ -55,7 +60,10 @@ def load_plugins(names: tuple[str, ...] | list[str] | None = None) -> tuple[str,
         names = [n for n in os.environ.get(PLUGINS_ENV, "").split(",") if n.strip()]
     names = tuple(n.strip() for n in names)
     for name in names:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - any failure of a plugin is reported with its name
+            raise ValueError(f"plugin module {name!r} cannot be imported: {type(err).__name__}: {err}") from None
     if names:
         os.environ[PLUGINS_ENV] = ",".join(names)
     return names

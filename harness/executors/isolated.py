@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from . import ExecutorError
 from .cell import failure
 from .worker import HEADER, send
 
@@ -125,9 +126,7 @@ class IsolatedExecutor:
         grace = max(2.0, 0.1 * job.budget_s)
         try:
             if self.worker is None:
-                self.worker = Worker(self.setup, self.echo)
-                self.started += 1
-                self.worker.receive(time.monotonic() + 600)  # ("ready", pid): torch imported, benches built
+                self._start_worker()
             send(self.worker.proc.stdin, ("cell", job))
             kind, rows = self.worker.receive(time.monotonic() + job.budget_s + grace)
             return rows
@@ -139,6 +138,18 @@ class IsolatedExecutor:
             message = self.worker.death()
             self._discard()
             return failure("crashed", message)
+
+    def _start_worker(self) -> None:
+        """A fresh worker, ready for cells (torch imported, benchmarks built). One that cannot get there is a
+        broken environment, not a failed cell: ExecutorError."""
+        self.worker = Worker(self.setup, self.echo)
+        self.started += 1
+        try:
+            self.worker.receive(time.monotonic() + 600)  # ("ready", pid)
+        except (WorkerDied, TimeoutError, EOFError) as err:
+            message = self.worker.death() if isinstance(err, WorkerDied) else "no answer within 600 s"
+            self._discard()
+            raise ExecutorError(f"the isolated executor's worker failed to start: {message}") from None
 
     def _discard(self) -> None:
         if self.worker is not None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 
+from . import ExecutorError
 from .cell import failure
 
 _RUNNERS: dict[str, object] = {}  # inside a Ray worker process: setup key -> CellRunner (built once, reused)
@@ -52,8 +52,12 @@ class RayExecutor:
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {"PYTHONPATH": path, "HARNESS_PLUGINS": ",".join(setup.plugins)}
         if not ray.is_initialized():
-            ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False,
-                     include_dashboard=False, configure_logging=False)
+            try:
+                ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False,
+                         include_dashboard=False, configure_logging=False)
+            except Exception as err:  # noqa: BLE001 - Ray raises several kinds; all mean "no cluster"
+                raise ExecutorError(f"cannot start or reach Ray at {self.address or '(local)'}: "
+                                    f"{type(err).__name__}: {err}") from None
             self.started_here = self.address is None
         self.setup = setup
         self.key = f"{os.getpid()}-{time.time_ns()}"
@@ -65,7 +69,7 @@ class RayExecutor:
         per_task, kind = (1, "GPU") if gpu else (self.cpus, "CPU")
         self.slots = max(1, int(resources.get(kind, 0) // per_task))
         if not resources.get(kind):
-            raise ValueError(f"the Ray cluster at {self.address or 'local'} has no {kind}: {resources}")
+            raise ExecutorError(f"the Ray cluster at {self.address or 'local'} has no {kind}: {resources}")
 
     def submit(self, job) -> None:
         if self.setup.device.type == "cpu":
