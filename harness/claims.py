@@ -26,12 +26,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .analysis import ok_metric, scaling_fits, verdict
-from .env import REPO_ROOT
+from .env import REPO_ROOT, data_dir
 
 if TYPE_CHECKING:
     from .report.run import RunData
 
-DEFAULT_CLAIMS = REPO_ROOT / "claims" / "guide.yaml"
+DEFAULT_CLAIMS = data_dir("claims") / "guide.yaml"
 HOLDS, FAILS, NOT_MEASURABLE = "holds", "does not hold", "not measurable here"
 
 
@@ -132,7 +132,11 @@ def resolve_claims_path(path: str | Path | None) -> Path:
     if not path:
         return DEFAULT_CLAIMS
     path = Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path
+    if path.is_absolute():
+        return path
+    if path.parts[0] == "claims":  # the shipped claims directory (a source checkout's, or the package data)
+        return data_dir("claims").joinpath(*path.parts[1:])
+    return REPO_ROOT / path
 
 
 def load_claims(path: str | Path | None = None) -> ClaimsFile:
