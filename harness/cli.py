@@ -131,9 +131,9 @@ def cmd_report(args) -> int:
 
     formats = {"md": ("md",), "html": ("md", "html"), "all": ("md", "html")}[args.format]
     path = write_report(args.out, formats)
-    print(path.parent / "report.md" if args.format != "html" else path)
-    if args.format == "all":
-        print(path)
+    print(path)
+    if "html" in formats:
+        print(path.parent / "report.html")
     return 0
 
 
