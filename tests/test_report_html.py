@@ -50,7 +50,7 @@ def _master_rows(dom: str) -> int:
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
     out = _make_run(tmp_path_factory.mktemp("html"), PPL)
-    return write_report(out, ("md", "html"))
+    return write_report(out, ("md", "html")).parent / "report.html"
 
 
 def test_the_page_is_self_contained(synthetic):

@@ -64,7 +64,7 @@ FORMATS = ("md", "html")
 
 def write_report(out: str | Path, formats: tuple[str, ...] = FORMATS) -> Path:
     """Write ``OUT/report.md`` with its plots under ``OUT/plots`` and, with "html", the self-contained
-    ``OUT/report.html`` beside it (``harness.report.html``); returns the HTML's path when written, else the markdown's."""
+    ``OUT/report.html`` beside it (``harness.report.html``); returns the path of report.md."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown report format(s) {sorted(unknown)}; expected some of {list(FORMATS)}")
@@ -75,5 +75,5 @@ def write_report(out: str | Path, formats: tuple[str, ...] = FORMATS) -> Path:
     if "html" in formats:
         from .html import write_html
 
-        path = write_html(run.out, text, f"{run.suite.suite} report")
+        write_html(run.out, text, f"{run.suite.suite} report")
     return path

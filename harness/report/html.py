@@ -55,7 +55,7 @@ document.querySelectorAll('table').forEach((table,ti)=>{
 """
 
 
-def _figure(data: dict) -> str:
+def _figure(data: dict, div_id: str) -> str:
     """A plotly figure (as a div and its script) of a plot's data file: one subplot per panel."""
     from plotly.subplots import make_subplots
 
@@ -77,7 +77,7 @@ def _figure(data: dict) -> str:
         fig.update_yaxes(type="log" if p["logy"] else "linear", title_text=p["ylabel"], row=1, col=i)
     fig.update_layout(title=data["title"], height=460, template="plotly_white", margin={"t": 70},
                       legend={"font": {"size": 11}})
-    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="460px")
+    return fig.to_html(full_html=False, include_plotlyjs=False, default_height="460px", div_id=div_id)
 
 
 def _plots(body: str, out: Path) -> str:
@@ -86,7 +86,7 @@ def _plots(body: str, out: Path) -> str:
         png = out / html.unescape(m.group(1))
         data = png.with_suffix(".json")
         if data.exists():
-            return f'<div class="plot" data-plot="{html.escape(png.name)}">{_figure(json.loads(data.read_text()))}</div>'
+            return f'<div class="plot" data-plot="{html.escape(png.name)}">{_figure(json.loads(data.read_text()), "plot-" + re.sub(r"[^A-Za-z0-9_-]", "_", png.stem))}</div>'
         if png.exists():
             return f'<img alt="{html.escape(png.name)}" src="data:image/png;base64,' \
                    f'{base64.b64encode(png.read_bytes()).decode()}">'
