@@ -6,6 +6,7 @@ claims were copied into ``specs.json`` when the run started), so an old run repo
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -262,6 +263,7 @@ def write_report(out: str | Path) -> Path:
     for bench, params in _benchmarks_of_kind(suite, "perplexity").items():
         lines += _perplexity_section(df, out, bench, params, _description(_entry(suite, bench)))
     lines += recall_sections(df, out, meta)
+    lines += kind_sections(out, df, meta, env, specs)
     (out / "report.md").write_text("\n".join(lines))
     if not fits.empty:
         fits.to_csv(out / "fits.csv", index=False)
@@ -477,8 +479,16 @@ def master_table_section(out: Path, meta: dict) -> list[str]:
     if not copy.exists():  # the claims the run is checked against stay with the run
         shutil.copyfile(resolve_claims_path((entries[0].get("params") or {}).get("file")), copy)
     cf = load_claims(copy)
-    methods, claims = evaluate(RunData.load(out), cf)
+    params = entries[0].get("params") or {}
+    methods, claims = evaluate(RunData.load(out), cf, only=params.get("only"),
+                               methods_table=params.get("methods_table", True))
     claims.to_csv(out / "claims.csv", index=False)
+    if not params.get("methods_table", True):
+        return ["## The guide's claims, measured", "",
+                "Each claim, the figure it is held to, the tolerance, the measured figure and the verdict (`holds`, "
+                "`does not hold`, `not measurable here` with the reason); from `claims.yaml` (a copy of the "
+                "repository's `claims/guide.yaml`), also in `claims.csv`.", "",
+                _md(claims.drop(columns=["source"])), ""]
     t = cf.tolerances
     lines = ["## The guide's Master Comparison Table, measured", "",
              "The guide's cells beside the figures measured in this run, and a verdict per claim: `holds`, "
@@ -499,4 +509,39 @@ def master_table_section(out: Path, meta: dict) -> list[str]:
              "Every claim checked, the figure it is held to, the tolerance, the measured figure and the verdict "
              "(also in `claims.csv`).", "",
              _md(claims.drop(columns=["source"])), ""]
+    return lines
+
+
+# ---- kinds that render their own section (the report-section contract; see harness/benchmarks) ---------------------
+
+@dataclass
+class SectionRun:
+    """What a kind's ``report_section(run, entry)`` reads: the run directory and its rows."""
+    out: Path
+    df: pd.DataFrame
+    suite: dict
+    env: dict
+    specs: dict
+
+    def rows(self, entry_label: str) -> pd.DataFrame:
+        if self.df.empty or "benchmark" not in self.df:
+            return self.df.iloc[0:0]
+        return self.df[self.df["benchmark"] == entry_label].dropna(axis=1, how="all")
+
+
+def kind_sections(out: Path, df: pd.DataFrame, meta: dict, env: dict, specs: dict) -> list[str]:
+    """The sections of the suite's entries whose kind defines ``report_section`` (in suite order)."""
+    from types import SimpleNamespace
+
+    from .benchmarks import BENCHMARKS
+
+    run = SectionRun(out, df, meta, env, specs)
+    lines: list[str] = []
+    for e in meta.get("benchmarks", []):
+        cls = BENCHMARKS.get(e["kind"])
+        if not hasattr(cls, "report_section"):
+            continue
+        entry = SimpleNamespace(kind=e["kind"], label=e.get("name") or e["kind"],
+                                description=e.get("description") or "", params=e.get("params") or {})
+        lines += cls.report_section(run, entry)
     return lines

@@ -44,7 +44,9 @@ POSITION_VARIANTS: dict[str, tuple[str, dict, str, str]] = {
 class ComponentsParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     training: TinyLMTraining = Field(default_factory=TinyLMTraining)
-    n_layers: PositiveInt = 2
+    n_layers: PositiveInt = 2  # positions: the trained models' size (the sweep's d_model is the norm / ffn width)
+    d_model: PositiveInt = 128
+    n_heads: PositiveInt = 4
     position_variants: list[str] = Field(default=list(POSITION_VARIANTS), min_length=1)
     eval_multiples: list[PositiveInt] = Field(default=[1, 2, 4, 8], min_length=1)
     eval_windows: PositiveInt = 8  # windows of max(eval_multiples) x L bytes from the validation split
@@ -96,10 +98,10 @@ class Components(Benchmark):
         p = self.params
         for mode in self.entry.modes:
             if mode == "positions":
-                for variant, d, h in itertools.product(p.position_variants, sweep.d_model, sweep.n_heads):
+                for variant in p.position_variants:
                     mixer, hparams, _, _ = POSITION_VARIANTS[variant]
                     yield Cell(self.entry.label, self.name, variant, mixer, "torch", mode, p.training.seq_len,
-                               p.training.batch, d, h, "float32", self.suite.seed, dict(hparams))
+                               p.training.batch, p.d_model, p.n_heads, "float32", self.suite.seed, dict(hparams))
                 continue
             for b, d, dt in itertools.product(sweep.batch, sweep.d_model, sweep.dtype):
                 for n in sorted(sweep.seq_len):

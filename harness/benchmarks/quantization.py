@@ -5,8 +5,9 @@ One ``DecoderLM`` of the cell's mixer is trained on the embedded corpus (``_opti
 process); each cell is one variant (its ``mode``):
 - ``fp32``, ``fp16``: the trained weights, cast;
 - ``int8``, ``int4``: weight-only quantization of every ``nn.Linear`` by ``optimum-quanto`` (``qint8``: int8 data +
-  a per-row scale; ``qint4``: two 4-bit values packed per uint8 byte + per-group scale and shift), frozen, so the
-  weights are stored quantized. The embedding, tied to the output head, stays fp32 in every variant.
+  a per-row scale; ``qint4``: two 4-bit values packed per uint8 byte + per-group (128) scale and shift), frozen, so
+  the weights are stored quantized; from the fp16 weights by default (``quantize_from``: scales and activations
+  in fp16, the guide's "FP16 -> INT4"). The embedding, tied to the output head, stays fp32 in every variant.
   Why quanto: torchao 0.18's int4 weight-only needs CUDA kernels (``Int4WeightOnlyConfig`` requires ``mslk``), and
   its CPU path (``IntxWeightOnlyConfig``) stores int4 values unpacked in int8 bytes; quanto packs int4 on CPU.
 - ``kv_int8``: fp32 weights, the KV cache stored as int8 with one fp16 scale per token and head (absmax), quantized
@@ -22,7 +23,7 @@ cache; weight variants by the parallel forward over ``eval_bytes``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,9 @@ class QuantizationParams(BaseModel):
     n_layers: PositiveInt = 2
     context: PositiveInt = 512  # tokens of context for prefill/decode timing and cache bytes
     kv_eval_bytes: PositiveInt = 2048  # validation bytes decoded token by token to score the int8 KV cache
+    # the weights int8/int4 are quantized from (and the dtype of their scales and activations): the guide's
+    # "FP16 -> INT8 -> INT4" starts from fp16
+    quantize_from: Literal["float16", "float32"] = "float16"
 
 
 # ---- weight-only quantization (optimum-quanto) ---------------------------------------------------------------------
@@ -144,7 +148,7 @@ class Quantization(Benchmark):
         if variant == "fp16":
             model = model.half()
         elif variant in ("int8", "int4"):
-            model = quantize_weights(model, int(variant[3:]))
+            model = quantize_weights(model.to(getattr(torch, p.quantize_from)), int(variant[3:]))
         weights = linear_weights(model)
         wbytes = sum(storage_bytes(w) for w in weights)
         numel = sum(w.numel() for w in weights)
