@@ -3,7 +3,8 @@
 Modes:
 - ``norm``: RMSNorm against LayerNorm (the guide: "RMSNorm ... 10-15% faster"), forward + backward time on a
   (batch, n, d_model) input, per sweep length. Variants: ``rmsnorm`` (the backbone's, written in PyTorch ops as
-  LLaMA's), ``rmsnorm_fused`` (``torch.nn.RMSNorm``), ``layernorm`` (``torch.nn.LayerNorm``, fused); ``speedup`` =
+  LLaMA's), ``rmsnorm_torch`` (``torch.nn.RMSNorm``, PyTorch's own module), ``layernorm`` (``torch.nn.LayerNorm``,
+  one fused aten kernel forward and backward); ``speedup`` =
   t_layernorm / t_variant.
 - ``ffn``: SwiGLU against the GELU MLP of the backbone at (about) equal parameters (SwiGLU's hidden width is 2/3 of
   GELU's), forward + backward time; ``params`` per variant.
@@ -12,7 +13,9 @@ Modes:
   SwiGLU vs GELU in quality). Each is trained at length L (``training.seq_len``) and evaluated on windows of
   ``max(eval_multiples) x L`` bytes of the validation split: ``bpb_bucket`` (bits per byte over the positions
   (m/2 L, m L] for m in ``eval_multiples``, [0, L) for m = 1) and ``bpb_by_position`` (bins of L/4) for the plot,
-  as fla's length-extrapolation evaluations do; and ``val_bpb`` at the training length.
+  as fla's length-extrapolation evaluations do; ``extrapolation_gap`` = bpb over (4L, 8L] (the last bucket) minus
+  bpb over (L/2, L] (the end of the training length, where the context is nearly full): how much worse the model
+  gets past the length it was trained at; and ``val_bpb`` at the training length.
 """
 from __future__ import annotations
 
@@ -61,7 +64,7 @@ class ComponentsParams(BaseModel):
 
 
 def norm_variants(d: int) -> dict[str, torch.nn.Module]:
-    return {"rmsnorm": RMSNorm(d), "rmsnorm_fused": torch.nn.RMSNorm(d, eps=1e-6), "layernorm": torch.nn.LayerNorm(d)}
+    return {"rmsnorm": RMSNorm(d), "rmsnorm_torch": torch.nn.RMSNorm(d, eps=1e-6), "layernorm": torch.nn.LayerNorm(d)}
 
 
 def ffn_variants(d: int) -> dict[str, torch.nn.Module]:
@@ -145,6 +148,10 @@ class Components(Benchmark):
             lo = 0 if m == 1 else (m // 2) * L
             rows.append(metric("bpb_bucket", float(nll[lo:m * L].mean()), "bits/byte", variant=cell.mixer,
                                multiple=m, position_lo=lo, position_hi=m * L))
+        inside = float(nll[L // 2:L].mean())
+        rows += [metric("bpb_end_of_training_length", inside, "bits/byte", variant=cell.mixer),
+                 metric("extrapolation_gap", float(nll[(top // 2) * L:top * L].mean()) - inside, "bits/byte",
+                        variant=cell.mixer, multiple=top)]
         step = max(1, L // 4)
         for lo in range(0, top * L, step):
             rows.append(metric("bpb_by_position", float(nll[lo:lo + step].mean()), "bits/byte", variant=cell.mixer,
@@ -179,12 +186,16 @@ class Components(Benchmark):
         buckets = pos[pos["metric"] == "bpb_bucket"].pivot_table(index="variant", columns="multiple",
                                                                   values="value", aggfunc="first")
         buckets.columns = [f"bpb ≤{int(m)}L" for m in buckets.columns]
-        buckets["val_bpb (at L)"] = pos[pos["metric"] == "val_bpb"].set_index("variant")["value"]
+        for m, name in (("val_bpb", "val_bpb (at L)"), ("bpb_end_of_training_length", "bpb (L/2, L]"),
+                        ("extrapolation_gap", "gap: last bucket - (L/2, L]")):
+            buckets[name] = pos[pos["metric"] == m].set_index("variant")["value"]
         L = int(pos["seq_len"].iloc[0])
         lines += ["### Position encodings: trained at L, evaluated to 8L", "",
                   f"L = {L}. Bits per byte over the positions of each bucket ((m/2 L, m L]; the first is [0, L)) of "
                   "windows that start at position 0; `val_bpb (at L)` is the usual evaluation at the training "
-                  "length. `rope_gelu` is RoPE with the GELU MLP (the SwiGLU vs GELU quality comparison).", "",
+                  "length; the gap is how much worse the last bucket is than the end of the training length (the degradation past
+                  L, independent of how well each model learnt within L). `rope_gelu` is RoPE with the GELU MLP (the
+                  SwiGLU vs GELU quality comparison).", "",
                   md(buckets.reset_index(), ".4g"), ""]
         fig, ax = plt.subplots(figsize=(7, 4))
         curve = pos[pos["metric"] == "bpb_by_position"]
