@@ -193,9 +193,9 @@ class Components(Benchmark):
         lines += ["### Position encodings: trained at L, evaluated to 8L", "",
                   f"L = {L}. Bits per byte over the positions of each bucket ((m/2 L, m L]; the first is [0, L)) of "
                   "windows that start at position 0; `val_bpb (at L)` is the usual evaluation at the training "
-                  "length; the gap is how much worse the last bucket is than the end of the training length (the degradation past
-                  L, independent of how well each model learnt within L). `rope_gelu` is RoPE with the GELU MLP (the
-                  SwiGLU vs GELU quality comparison).", "",
+                  "length; the gap is how much worse the last bucket is than the end of the training length (the "
+                  "degradation past L, apart from how well each model learnt within L). `rope_gelu` is RoPE with the "
+                  "GELU MLP (the SwiGLU vs GELU quality comparison).", "",
                   md(buckets.reset_index(), ".4g"), ""]
         fig, ax = plt.subplots(figsize=(7, 4))
         curve = pos[pos["metric"] == "bpb_by_position"]
