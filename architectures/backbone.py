@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .mixer import State
 from .registry import create_mixer, get_mixer
@@ -33,7 +34,10 @@ class LMConfig:
     ffn: str = "swiglu"  # "swiglu" (LLaMA), "gelu" (GPT-2 MLP) or "none" (mixer-only blocks, as Zoology's MQAR models)
     ffn_mult: float = 4.0  # hidden width / d_model; SwiGLU uses 2/3 of it so both have ~ the same parameters
     causal: bool = True  # False builds an encoder (masked-LM), for bidirectional-only mixers
-    pos_emb: str = "auto"  # "auto" (from the mixer's spec.positions), "none" or "sinusoidal" (absolute, added)
+    pos_emb: str = "auto"  # "auto" (from the mixer's spec.positions), "none", "sinusoidal" or "learned" (absolute, added)
+    max_positions: int = 4096  # rows of the learned position table (GPT-2's wpe); positions past it are an error
+    # recompute each block's activations in the backward pass instead of storing them (training memory vs time)
+    activation_checkpointing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +114,12 @@ class Block(nn.Module):
         x = x + self.mixer(self.norm1(x))
         return x + self.ffn(self.norm2(x)) if self.ffn is not None else x
 
+    def extend(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """x: (B, T, D) new positions after the cached ones (mixers with ``extend``: standard, alibi)."""
+        y, state = self.mixer.extend(self.norm1(x), state)
+        x = x + y
+        return (x + self.ffn(self.norm2(x)) if self.ffn is not None else x), state
+
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y, state = self.mixer.step(self.norm1(x_t), state)
         x_t = x_t + y
@@ -122,11 +132,13 @@ class DecoderLM(nn.Module):
         self.cfg = cfg
         if cfg.pos_emb == "auto":
             self.pos_emb = "sinusoidal" if get_mixer(cfg.mixer).spec.positions == "absolute" else "none"
-        elif cfg.pos_emb in ("none", "sinusoidal"):
+        elif cfg.pos_emb in ("none", "sinusoidal", "learned"):
             self.pos_emb = cfg.pos_emb
         else:
-            raise ValueError(f"unknown pos_emb {cfg.pos_emb!r}; expected 'auto', 'none' or 'sinusoidal'")
+            raise ValueError(f"unknown pos_emb {cfg.pos_emb!r}; expected 'auto', 'none', 'sinusoidal' or 'learned'")
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # GPT-2's learned absolute positions: rows past the training length stay at their random initialisation
+        self.pos_table = nn.Embedding(cfg.max_positions, cfg.d_model) if self.pos_emb == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = make_norm(cfg.norm, cfg.d_model)
         self.apply(self._init_weights)
@@ -153,13 +165,23 @@ class DecoderLM(nn.Module):
             # scaled to the token embeddings' initial size (std 0.02; sin^2 and cos^2 average 1/2)
             pe = (0.02 * math.sqrt(2.0) * pe).to(x.dtype)
             x = x + (pe if tokens.dim() == 2 else pe[0])
+        elif self.pos_emb == "learned":
+            T = tokens.shape[1] if tokens.dim() == 2 else 1
+            if start + T > self.cfg.max_positions:
+                raise ValueError(f"position {start + T - 1} is past the learned table (max_positions="
+                                 f"{self.cfg.max_positions})")
+            pe = self.pos_table(torch.arange(start, start + T, device=tokens.device))  # (T, D)
+            x = x + (pe if tokens.dim() == 2 else pe[0])
         return x
 
     def hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, T) int64 -> final normalised hidden states (B, T, D), before the head."""
         x = self._embed(tokens, 0)  # (B, T, D)
         for block in self.blocks:
-            x = block(x)
+            if self.cfg.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)  # keeps only the block's input for backward
+            else:
+                x = block(x)
         return self.norm(x)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -177,3 +199,19 @@ class DecoderLM(nn.Module):
             x, state = block.step(x, state)
             new_layers.append(state)
         return F.linear(self.norm(x), self.embed.weight), {"pos": states["pos"] + 1, "layers": new_layers}
+
+    def extend(self, tokens: torch.Tensor, states: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """tokens: (B, T) following the decoded ones -> logits (B, T, vocab) and the new state: T steps at once
+        (speculative decoding verifies a draft this way). Needs mixers with ``extend``."""
+        x = self._embed(tokens, states["pos"])  # (B, T, D)
+        new_layers = []
+        for block, state in zip(self.blocks, states["layers"]):
+            x, state = block.extend(x, state)
+            new_layers.append(state)
+        T = tokens.shape[1]
+        return F.linear(self.norm(x), self.embed.weight), {"pos": states["pos"] + T, "layers": new_layers}
+
+    def truncate(self, states: dict[str, Any], length: int) -> dict[str, Any]:
+        """The state after the first ``length`` tokens (roll back a rejected draft; KV-cache mixers only)."""
+        return {"pos": length, "layers": [block.mixer.truncate(s, length) for block, s in zip(self.blocks,
+                                                                                             states["layers"])]}

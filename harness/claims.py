@@ -81,6 +81,8 @@ CHECK_FIELDS = {  # check -> fields it needs
     "below": ("metric", "against", "margin"),
     "ordering": ("metric", "methods", "margin"),
     "model_value": ("metric", "model", "expected", "relative_tolerance"),
+    "figure": ("metric", "range", "relative_tolerance"),
+    "compare": ("metric", "where", "against_where", "margin"),
 }
 
 
@@ -89,14 +91,14 @@ class Claim(_Model):
     method: str
     text: str
     source: str = ""
-    check: Literal["exponent", "same_outputs", "speedup", "below", "ordering", "model_value"]
+    check: Literal["exponent", "same_outputs", "speedup", "below", "ordering", "model_value", "figure", "compare"]
     benchmark: str  # the benchmark kind whose rows hold the figure
     metric: str | None = None
     mode: str | None = None
     exponent: float | None = None
     against: str | None = None
     tolerance_by_dtype: dict[str, float] | None = None
-    range: tuple[float, float] | None = None
+    range: tuple[float, float | None] | None = None  # [lo, hi]; figure: hi null = no upper bound
     relative_tolerance: float | None = Field(default=None, ge=0)
     margin: float | None = None
     reference_min: float | None = None  # below: the reference must reach this, or the task was not learnt at all
@@ -111,6 +113,12 @@ class Claim(_Model):
     ratio: Literal["model/against", "against/model"] = "model/against"
     beside: dict[str, Any] | None = None  # a measured figure shown beside (not judged): benchmark, metric, mode,
     #                                       model, against, ratio - at the longest seq_len both ran
+    # figure / compare: the rows of the benchmark kind whose columns equal these values (e.g. {variant: int4})
+    where: dict[str, Any] | None = None
+    against_where: dict[str, Any] | None = None  # compare: the rows the figure is compared with (lower is better)
+    select: Literal["longest", "max", "min"] = "longest"  # several rows match: the longest seq_len, or max / min
+    devices: list[str] | None = None  # device types on which the figure can judge the claim (None: every device)
+    device_reason: str = ""  # why the claim cannot be judged on other devices
 
     @model_validator(mode="after")
     def _has_what_its_check_needs(self):
@@ -405,7 +413,57 @@ def check_claim(run: RunData, c: Claim, cf: ClaimsFile) -> dict[str, Any]:
         from .model_report import model_value_claim
 
         return model_value_claim(run, c)
+    if c.check in ("figure", "compare"):
+        return _figure_claim(run, c)
     return _ordering(run, c)
+
+
+def _where_text(where: dict | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (where or {}).items())
+
+
+def selected_figure(run: RunData, c: Claim, where: dict | None) -> Figure:
+    """The figure of a ``figure`` / ``compare`` claim: ``c.metric`` in the rows of ``c.benchmark`` matching
+    ``where``, one value chosen by ``c.select`` (the longest seq_len, or the max / min)."""
+    rows = ok_metric(run.rows(c.benchmark), c.metric)
+    for key, value in (where or {}).items():
+        rows = rows[rows[key] == value] if not rows.empty and key in rows else rows.iloc[0:0]
+    if rows.empty:
+        why = run.why_missing(c.benchmark, c.method) if not run.entries(c.benchmark) else \
+            f"no ok `{c.metric}` row with {_where_text(where) or 'any values'} in `{c.benchmark}`"
+        return Figure(None, "-", reason=why)
+    if c.select == "longest":
+        row = rows.sort_values("seq_len").iloc[-1]
+    else:
+        row = rows.loc[rows["value"].astype(float).idxmax() if c.select == "max" else rows["value"].astype(float).idxmin()]
+    v = float(row["value"])
+    return Figure(v, f"{v:.4g} ({_where_text(where) + ', ' if where else ''}n={int(row['seq_len'])})")
+
+
+def _figure_claim(run: RunData, c: Claim) -> dict[str, Any]:
+    device = str(run.df["device"].iloc[0]).split(":")[0] if not run.df.empty and "device" in run.df else ""
+    if c.check == "figure":
+        lo, hi = c.range
+        rt = c.relative_tolerance
+        held = f"{c.metric} ({c.benchmark}{', ' + _where_text(c.where) if c.where else ''}, {c.select})"
+        tol_text = (f"within [{lo * (1 - rt):.4g}, {hi * (1 + rt):.4g}]" if hi is not None
+                    else f">= {lo * (1 - rt):.4g}") + f" ({lo:g}{'-' + format(hi, 'g') if hi is not None else '+'}"
+        tol_text += f" ± {rt:.0%})"
+        fig = selected_figure(run, c, c.where)
+        ok = fig.value is not None and lo * (1 - rt) <= fig.value and (hi is None or fig.value <= hi * (1 + rt))
+    else:
+        held = f"{c.metric} ({c.benchmark}): {_where_text(c.where)} below {_where_text(c.against_where)}"
+        tol_text = f"lower by > {c.margin:g}"
+        mine, ref = selected_figure(run, c, c.where), selected_figure(run, c, c.against_where)
+        fig = Figure(None if mine.value is None or ref.value is None else ref.value - mine.value,
+                     f"{mine.text} vs {ref.text}", reason=mine.reason or ref.reason)
+        ok = fig.value is not None and fig.value > c.margin
+    if c.devices is not None and device not in c.devices:
+        fig.reason = f"measured on {device or 'no device'}; {c.device_reason or 'judged only on ' + str(c.devices)}"
+        return _claim_row(c.id, c.method, c.text, held, tol_text, fig, NOT_MEASURABLE, c.source)
+    if fig.value is None:
+        return _claim_row(c.id, c.method, c.text, held, tol_text, fig, NOT_MEASURABLE, c.source)
+    return _claim_row(c.id, c.method, c.text, held, tol_text, fig, HOLDS if ok else FAILS, c.source)
 
 
 def _speedup(run: RunData, c: Claim) -> dict[str, Any]:
@@ -481,11 +539,15 @@ def _ordering(run: RunData, c: Claim) -> dict[str, Any]:
                       c.source)
 
 
-def evaluate(run: RunData, cf: ClaimsFile) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(methods table, claims table) for a run. See the module docstring."""
+def evaluate(run: RunData, cf: ClaimsFile, only: list[str] | None = None,
+             methods_table: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(methods table, claims table) for a run. See the module docstring. ``only``: the claim ids (globs) to check
+    (None: all); ``methods_table=False`` leaves out the Master Comparison Table and its cells' claims."""
+    import fnmatch
+
     tol = cf.tolerances
     methods, claims = [], []
-    for m in cf.methods:
+    for m in (cf.methods if methods_table else []):
         t = fitted_exponent(run, m.method, "time_s", "forward", tol.exponent, m.attention)
         flops = fitted_exponent(run, m.method, "flops", "forward", tol.exponent, m.attention)
         prefill = fitted_exponent(run, m.method, "peak_tensor_bytes", "forward", tol.exponent, m.attention)
@@ -524,5 +586,6 @@ def evaluate(run: RunData, cf: ClaimsFile) -> tuple[pd.DataFrame, pd.DataFrame]:
     for c in cf.claims:
         if c.check == "model_value":  # whole-model claims: judged in the model_figures section (harness.model_report)
             continue
-        claims.append(check_claim(run, c, cf))
+        if only is None or any(fnmatch.fnmatchcase(c.id, g) for g in only):
+            claims.append(check_claim(run, c, cf))
     return pd.DataFrame(methods), pd.DataFrame(claims)

@@ -139,7 +139,7 @@ def _partial_report(out) -> str:
     if not read_rows(Path(out) / "results.jsonl"):
         return "no completed cells yet, no report"
     try:
-        from .report import write_report
+        from .report.build import write_report
 
         return f"partial report: {write_report(out)}"
     except Exception as err:  # noqa: BLE001 - the run's results are safe; the report is a courtesy here

@@ -295,3 +295,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# ---- reduced-precision training (the `precision` benchmark) --------------------------------------------------------
+
+def precision_recipe(dtype: torch.dtype, device: torch.device) -> str:
+    """How a model trains in ``dtype`` here. CUDA: fp32 master weights + ``torch.autocast`` (mixed precision, the
+    usual GPU recipe); CPU: the weights themselves cast to ``dtype`` (CPU autocast keeps fp32 weights and casts on
+    every op, which saves no weight memory and is slower than fp32 on most CPUs)."""
+    if dtype == torch.float32:
+        return "fp32"
+    return "autocast" if device.type == "cuda" else "weights"
+
+
+def in_precision(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """The module to train and run in ``dtype`` on ``device`` (see ``precision_recipe``); logits come back fp32."""
+    recipe = precision_recipe(dtype, device)
+    if recipe == "fp32":
+        return model
+    if recipe == "autocast":
+        from .lm import Autocast
+
+        return Autocast(model, dtype)
+    return model.to(dtype)

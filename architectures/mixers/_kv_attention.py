@@ -96,6 +96,27 @@ class KVCacheAttention(Mixer):
         y = self._out(self._attend_step(q, k, v))[:, 0]
         return y, {"k": self._keep(k), "v": self._keep(v), "pos": state["pos"] + 1}
 
+    def extend(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """T new tokens at once against the cache (speculative decoding's verification): x (B, T, D) -> (B, T, D).
+        Equal to T calls of ``step``; the queries are causal among themselves and see the whole cache."""
+        if self._cache_window is not None:
+            raise NotImplementedError(f"{type(self).__name__}: extend with a windowed cache")
+        q, k, v = self._qkv(x, state["pos"])  # (B, T, ., Dh) at positions pos..pos+T-1
+        k = torch.cat([state["k"], k], dim=1)  # (B, S+T, H_kv, Dh)
+        v = torch.cat([state["v"], v], dim=1)
+        y = self._out(self._attend_cached(q, k, v))
+        return y, {"k": k, "v": v, "pos": state["pos"] + x.shape[1]}
+
+    def _attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """T queries, the last T positions of a cache of S keys (causal among themselves). Only the mixers whose
+        attention is exact over the whole cache define it (standard, alibi): others raise rather than be wrong."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement extend (multi-token decoding)")
+
+    @staticmethod
+    def truncate(state: State, length: int) -> State:
+        """The cache of the first ``length`` tokens (a rejected draft is rolled back). Copies: no storage kept."""
+        return {"k": state["k"][:, :length].clone(), "v": state["v"][:, :length].clone(), "pos": length}
+
     def state_bytes(self, batch: int, seq_len: int, dtype: torch.dtype) -> int:
         kept = seq_len if self._cache_window is None else min(seq_len, self._cache_window - 1)
         return 2 * batch * kept * self.kv_heads * self.head_dim * dtype.itemsize

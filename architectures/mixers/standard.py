@@ -31,3 +31,6 @@ class StandardAttention(KVCacheAttention):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return softmax_attention(q, k, v, causal=self.causal)
+
+    def _attend_cached(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return softmax_attention(q, k, v, causal=True)  # the T queries are the last T positions of the cache

@@ -18,8 +18,15 @@ def section(run: "RunData", entry: "BenchmarkEntry") -> list[str]:
         return ["## The guide's Master Comparison Table, measured", "",
                 f"_(no claims.yaml in {run.out}: it is copied there when a run starts)_", ""]
     cf = load_claims(copy, run.specs)
-    methods, claims = evaluate(run, cf)
+    p = run.params(entry)
+    methods, claims = evaluate(run, cf, only=p.only, methods_table=p.methods_table)
     claims.to_csv(run.out / "claims.csv", index=False)
+    if not p.methods_table:
+        return ["## The guide's claims, measured", "",
+                "Each claim, the figure it is held to, the tolerance, the measured figure and the verdict (`holds`, "
+                "`does not hold`, `not measurable here` with the reason); from `claims.yaml` (a copy of the "
+                "repository's `claims/guide.yaml`), also in `claims.csv`.", "",
+                md(claims.drop(columns=["source"])), ""]
     t = cf.tolerances
     return ["## The guide's Master Comparison Table, measured", "",
             "The guide's cells beside the figures measured in this run, and a verdict per claim: `holds`, "

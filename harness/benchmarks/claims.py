@@ -17,6 +17,8 @@ from . import Benchmark, Cell, register_benchmark
 class ClaimsParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     file: str = "claims/guide.yaml"  # relative to the repository root, or absolute
+    only: list[str] | None = None  # claim ids (globs) this suite checks; None: every claim of the file
+    methods_table: bool = True  # render the Master Comparison Table (False: only the claims table)
 
     @field_validator("file")
     @classmethod
