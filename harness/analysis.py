@@ -167,12 +167,13 @@ def kv_cache_per_token(df: pd.DataFrame, specs: dict) -> pd.DataFrame:
     """Decode cache per token of the mixers whose cache grows with the context (state exponent 1): at each decode
     size of the run and at the published configurations of their specs, against ``standard``'s KV cache at the same
     number of heads and head size. Figures come from ``state_bytes`` of mixers built on the meta device (no memory),
-    at the run's longest decode length n: per token = state_bytes(n) / n."""
+    at the longest decode length n: per token = state_bytes(n) / n. ``df``: decode rows (measured ``state_bytes``
+    rows, or the planned decode cells of a run, as ``Scaling.run_figures`` passes them when the run starts)."""
     import torch
 
     import architectures
 
-    st = ok_metric(df, "state_bytes")
+    st = ok_metric(df, "state_bytes") if "metric" in df else df
     st = st[st["mode"] == "decode"] if not st.empty else st
     out = []
 

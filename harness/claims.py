@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .analysis import ok_metric, scaling_fits, verdict
 from .env import REPO_ROOT
+
+if TYPE_CHECKING:
+    from .report.run import RunData
 
 DEFAULT_CLAIMS = REPO_ROOT / "claims" / "guide.yaml"
 HOLDS, FAILS, NOT_MEASURABLE = "holds", "does not hold", "not measurable here"
@@ -93,7 +96,6 @@ class Claim(_Model):
     tolerance_by_dtype: dict[str, float] | None = None
     range: tuple[float, float] | None = None
     relative_tolerance: float | None = Field(default=None, ge=0)
-    at: Literal["longest"] = "longest"
     margin: float | None = None
     reference_min: float | None = None  # below: the reference must reach this, or the task was not learnt at all
     methods: list[str] | None = None
@@ -140,60 +142,35 @@ def load_claims(path: str | Path | None = None) -> ClaimsFile:
 
 # ---- the run's figures --------------------------------------------------------------------------------------------
 
-@dataclass
-class RunData:
-    df: pd.DataFrame
-    suite: dict  # the resolved suite (suite.yaml's "suite" mapping)
-    specs: dict
-    _fits: dict = field(default_factory=dict)
+def scaling_labels(run: RunData, attention: str) -> list[str]:
+    """Labels of the scaling entries that measure with causal or bidirectional attention."""
+    return [e.label for e in run.entries("scaling") if run.params(e).attention == attention]
 
-    @classmethod
-    def load(cls, out: str | Path) -> "RunData":
-        from .results import load_results
 
-        out = Path(out)
-        suite = yaml.safe_load((out / "suite.yaml").read_text()) if (out / "suite.yaml").exists() else {}
-        specs = json.loads((out / "specs.json").read_text()) if (out / "specs.json").exists() else {}
-        return cls(load_results(out), suite.get("suite", {}), specs)
+def why_missing(run: RunData, kind: str, method: str) -> str:
+    """Why a method has no usable figure from the benchmarks of a kind."""
+    if not run.entries(kind):
+        return f"no `{kind}` benchmark in this run"
+    rows = run.rows_of_kind(kind)
+    mine = rows[rows["mixer"] == method] if not rows.empty else rows
+    if mine.empty:
+        return f"{method} not run by the `{kind}` benchmark"
+    if (mine["status"] == "missing").all():
+        return f"{method} is not registered in this build"
+    failed = mine[mine["status"] != "ok"]
+    if len(failed) == len(mine):
+        first = failed.iloc[0]
+        return f"{method}'s `{kind}` cells: {first['status']} ({first.get('error') or ''})".strip()
+    return f"{method}: no usable `{kind}` figure"
 
-    def entries(self, kind: str) -> list[tuple[str, dict]]:
-        """(label, params) of the suite's benchmark entries of a kind."""
-        return [(e.get("name") or e["kind"], e.get("params") or {}) for e in self.suite.get("benchmarks", [])
-                if e["kind"] == kind]
 
-    def scaling_labels(self, attention: str) -> list[str]:
-        """Labels of the scaling entries that measure with causal (default) or bidirectional attention."""
-        return [label for label, p in self.entries("scaling") if p.get("attention", "causal") == attention]
-
-    def rows(self, kind: str, label: str | None = None) -> pd.DataFrame:
-        labels = [label] if label else [lab for lab, _ in self.entries(kind)]
-        if self.df.empty or "benchmark" not in self.df:
-            return self.df.iloc[0:0]
-        return self.df[self.df["benchmark"].isin(labels)]
-
-    def why_missing(self, kind: str, method: str) -> str:
-        """Why a method has no usable figure from the benchmarks of a kind."""
-        if not self.entries(kind):
-            return f"no `{kind}` benchmark in this run"
-        rows = self.rows(kind)
-        mine = rows[rows["mixer"] == method] if not rows.empty else rows
-        if mine.empty:
-            return f"{method} not run by the `{kind}` benchmark"
-        if (mine["status"] == "missing").all():
-            return f"{method} is not registered in this build"
-        failed = mine[mine["status"] != "ok"]
-        if len(failed) == len(mine):
-            first = failed.iloc[0]
-            return f"{method}'s `{kind}` cells: {first['status']} ({first.get('error') or ''})".strip()
-        return f"{method}: no usable `{kind}` figure"
-
-    def fits(self, tolerance: float) -> pd.DataFrame:
-        """Exponent fits of every scaling entry (``analysis.scaling_fits`` with each entry's last_points)."""
-        if tolerance not in self._fits:
-            params = {label: {"last_points": p.get("fit", {}).get("last_points", 3), "tolerance": tolerance}
-                      for label, p in self.entries("scaling")}
-            self._fits[tolerance] = scaling_fits(self.rows("scaling"), self.specs, params) if params else pd.DataFrame()
-        return self._fits[tolerance]
+def claim_fits(run: RunData, tolerance: float) -> pd.DataFrame:
+    """Exponent fits of every scaling entry with each entry's ``fit.last_points`` and the claims file's tolerance."""
+    def compute() -> pd.DataFrame:
+        params = {e.label: {"last_points": run.params(e).fit.last_points, "tolerance": tolerance}
+                  for e in run.entries("scaling")}
+        return scaling_fits(run.rows_of_kind("scaling"), run.specs, params) if params else pd.DataFrame()
+    return run.cached(("claim_fits", tolerance), compute)
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -216,10 +193,10 @@ def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance
     """The fitted exponent of a method's metric in the scaling entries of its attention (causal or bidirectional).
     Where several entries measure it, the fit over the widest range of n (largest n_max / n_min, then the longest n)
     is the one held to the claim: the least noisy and the most asymptotic."""
-    fits = run.fits(tolerance)
+    fits = claim_fits(run, tolerance)
     if not fits.empty:
         f = fits[(fits["mixer"] == method) & (fits["metric"] == metric) & (fits["mode"] == mode)
-                 & fits["benchmark"].isin(run.scaling_labels(attention))]
+                 & fits["benchmark"].isin(scaling_labels(run, attention))]
         f = f[f["exponent"].notna()]
         if not f.empty:
             span = np.log(f["n_max"].astype(float) / f["n_min"].astype(float))
@@ -228,10 +205,10 @@ def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance
             shown = round(float(r["exponent"]), 2) + 0.0  # no "-0.00"
             return Figure(float(r["exponent"]), f"{shown:.2f}{se} (n {r['n_range']})",
                           {"benchmark": r["benchmark"], "r2": r["r2"], "n_range": r["n_range"]})
-    reason = run.why_missing("scaling", method)
-    rows = run.rows("scaling")
+    reason = why_missing(run, "scaling", method)
+    rows = run.rows_of_kind("scaling")
     if not rows.empty and "not registered" not in reason:
-        mine = rows[(rows["mixer"] == method) & rows["benchmark"].isin(run.scaling_labels(attention))]
+        mine = rows[(rows["mixer"] == method) & rows["benchmark"].isin(scaling_labels(run, attention))]
         mine = mine[mine["mode"] == mode]
         failed = mine[mine["status"] != "ok"]
         if mine.empty:
@@ -246,12 +223,12 @@ def fitted_exponent(run: RunData, method: str, metric: str, mode: str, tolerance
 
 
 def tokens_per_s_at_longest(run: RunData, method: str, attention: str = "causal") -> Figure:
-    rows = ok_metric(run.rows("scaling"), "tokens_per_s")
+    rows = ok_metric(run.rows_of_kind("scaling"), "tokens_per_s")
     if not rows.empty:
-        rows = rows[rows["benchmark"].isin(run.scaling_labels(attention))]
+        rows = rows[rows["benchmark"].isin(scaling_labels(run, attention))]
     rows = rows[(rows["mixer"] == method) & (rows["mode"] == "forward")] if not rows.empty else rows
     if rows.empty:
-        return Figure(None, "-", reason=run.why_missing("scaling", method))
+        return Figure(None, "-", reason=why_missing(run, "scaling", method))
     r = rows.sort_values("seq_len").iloc[-1]
     return Figure(float(r["value"]), f"{r['value'] / 1e3:.4g}k (n={int(r['seq_len'])})", {"seq_len": int(r["seq_len"])})
 
@@ -270,7 +247,7 @@ def perplexity_quality(run: RunData, method: str) -> Figure:
     """quality = 100 x ppl(standard) / ppl(method), per-byte validation perplexities of the best learning rate,
     against the standard cell of the same perplexity entry, objective (``mode``: causal_lm, or masked_lm for a
     bidirectional-only method) and shape: the definition of ``analysis.quality_table`` of the perplexity benchmark."""
-    rows = _best_rows(ok_metric(run.rows("perplexity"), "val_ppl"))
+    rows = _best_rows(ok_metric(run.rows_of_kind("perplexity"), "val_ppl"))
     if not rows.empty:
         keys = [k for k in PPL_KEYS if k in rows]
         mine = rows[rows["mixer"] == method]
@@ -284,7 +261,7 @@ def perplexity_quality(run: RunData, method: str) -> Figure:
             q = 100.0 * ref_ppl / ppl
             return Figure(q, f"{q:.1f}% (ppl {ppl:.3g} vs {ref_ppl:.3g}, {r['mode']})",
                           {"benchmark": r["benchmark"], "ppl": ppl, "ref_ppl": ref_ppl})
-    return Figure(None, "-", reason=run.why_missing("perplexity", method))
+    return Figure(None, "-", reason=why_missing(run, "perplexity", method))
 
 
 MQAR_KEYS = ["seq_len", "n_pairs", "d_model"]
@@ -292,7 +269,7 @@ MQAR_KEYS = ["seq_len", "n_pairs", "d_model"]
 
 def mqar_accuracies(run: RunData, method: str) -> pd.DataFrame:
     """Best-lr accuracy of a method per (seq_len, n_pairs, d_model)."""
-    rows = _best_rows(ok_metric(run.rows("mqar"), "accuracy"))
+    rows = _best_rows(ok_metric(run.rows_of_kind("mqar"), "accuracy"))
     if rows.empty:
         return rows
     rows = rows[rows["mixer"] == method]
@@ -303,7 +280,7 @@ def mqar_accuracies(run: RunData, method: str) -> pd.DataFrame:
 def mqar_accuracy(run: RunData, method: str) -> Figure:
     acc = mqar_accuracies(run, method)
     if acc.empty:
-        return Figure(None, "-", reason=run.why_missing("mqar", method))
+        return Figure(None, "-", reason=why_missing(run, "mqar", method))
     mean = float(acc["value"].mean())
     text = f"{mean:.3f}" if len(acc) == 1 else f"{mean:.3f} (mean of {len(acc)}; {acc['value'].min():.2f}-" \
                                                 f"{acc['value'].max():.2f})"
@@ -348,11 +325,11 @@ def check_claim(run: RunData, c: Claim, cf: ClaimsFile) -> dict[str, Any]:
         return _claim_row(c.id, c.method, c.text, f"exponent of {c.metric} ({c.mode}) = {c.exponent:g}",
                           f"± {tol.exponent:g}", fig, _exp_verdict(fig, c.exponent, tol.exponent), c.source)
     if c.check == "same_outputs":
-        rows = ok_metric(run.rows(c.benchmark), c.metric)
+        rows = ok_metric(run.rows_of_kind(c.benchmark), c.metric)
         rows = rows[(rows["mixer"] == c.method) & (rows["mode"] == "forward")] if not rows.empty else rows
         held = f"largest {c.metric} against {c.against} (forward) over the measured lengths"
         if rows.empty:
-            fig = Figure(None, "-", reason=run.why_missing(c.benchmark, c.method))
+            fig = Figure(None, "-", reason=why_missing(run, c.benchmark, c.method))
             return _claim_row(c.id, c.method, c.text, held, "-", fig, NOT_MEASURABLE, c.source)
         dtype = str(rows.iloc[0]["dtype"])
         t = c.tolerance_by_dtype.get(dtype)
@@ -375,21 +352,21 @@ def _speedup(run: RunData, c: Claim) -> dict[str, Any]:
     rt = c.relative_tolerance
     held = f"t_{c.against} / t_{c.method}, {c.metric} ({c.mode}) at the longest common length"
     tol_text = f"within [{lo * (1 - rt):.3g}, {hi * (1 + rt):.3g}] ({lo:g}-{hi:g}x ± {rt:.0%})"
-    times = ok_metric(run.rows(c.benchmark), c.metric)
+    times = ok_metric(run.rows_of_kind(c.benchmark), c.metric)
     if not times.empty:
-        times = times[(times["mode"] == c.mode) & times["benchmark"].isin(run.scaling_labels("causal"))]
+        times = times[(times["mode"] == c.mode) & times["benchmark"].isin(scaling_labels(run, "causal"))]
     keys = ["benchmark", "seq_len", "batch", "d_model", "n_heads", "dtype"]
     mine = times[times["mixer"] == c.method] if not times.empty else times
     base = times[times["mixer"] == c.against] if not times.empty else times
     merged = mine[keys + ["value"]].merge(base[keys + ["value"]], on=keys, suffixes=("", "_ref")) \
         if not mine.empty and not base.empty else pd.DataFrame()
     if merged.empty:
-        reason = run.why_missing(c.benchmark, c.method) if mine.empty else run.why_missing(c.benchmark, c.against)
+        reason = why_missing(run, c.benchmark, c.method) if mine.empty else why_missing(run, c.benchmark, c.against)
         return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(None, "-", reason=reason), NOT_MEASURABLE,
                           c.source)
     # One entry's lengths (never pooled across entries): the causal entry whose common lengths reach the longest n,
     # the first in the suite on a tie.
-    order = {label: i for i, label in enumerate(run.scaling_labels("causal"))}
+    order = {label: i for i, label in enumerate(scaling_labels(run, "causal"))}
     reach = merged.groupby("benchmark")["seq_len"].max()
     entry = min(reach.index, key=lambda b: (-reach[b], order.get(b, len(order))))
     merged = merged[merged["benchmark"] == entry].sort_values("seq_len")
@@ -410,7 +387,7 @@ def _below(run: RunData, c: Claim) -> dict[str, Any]:
     tol_text = f"{c.against} - {c.method} > {c.margin:g}"
     mine, ref = mqar_accuracies(run, c.method), mqar_accuracies(run, c.against)
     if mine.empty or ref.empty:
-        reason = run.why_missing(c.benchmark, c.method if mine.empty else c.against)
+        reason = why_missing(run, c.benchmark, c.method if mine.empty else c.against)
         return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(None, "-", reason=reason), NOT_MEASURABLE,
                           c.source)
     keys = [k for k in MQAR_KEYS if k in mine and k in ref]

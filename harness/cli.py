@@ -69,7 +69,7 @@ def _print_table(rows: list[dict]) -> None:
 def cmd_validate(args) -> int:
     import torch
 
-    from .config import load_suite
+    from .suites import load_suite
     from .runner import plan
 
     suite, _ = load_suite(_suite_path(args.suite))
@@ -87,7 +87,7 @@ def _fraction(text: str) -> float:
 
 
 def cmd_run(args) -> int:
-    from .config import load_suite
+    from .suites import load_suite
     from .device import resolve_device
     from .runner import plan, run_suite
 
@@ -125,7 +125,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from .report.build import write_report
 
     print(write_report(args.out))
     return 0

@@ -264,8 +264,21 @@ def _describe(err: dict) -> str:
     return msg
 
 
-def load_suite(path: str | Path, *, check_registry: bool = True) -> tuple[Suite, dict]:
-    """Parse and validate a suite file. Returns the model and the raw mapping; raises SuiteError."""
+def _dedupe_union_noise(problems: list[str]) -> list[str]:
+    """A wrong mixer entry fails both union branches; keep one message per line and field."""
+    seen, out = set(), []
+    for p in problems:
+        key = p.split(": ", 2)[:2]
+        if tuple(key) in seen:
+            continue
+        seen.add(tuple(key))
+        out.append(p)
+    return out
+
+
+def parse_suite(path: str | Path) -> tuple[Suite, dict, yaml.Node | None]:
+    """Parse a suite file and validate it against the schema (not the registries: ``harness.suites.load_suite``
+    does both). Returns the model, the raw mapping and the YAML node tree (for line numbers); raises SuiteError."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -288,62 +301,4 @@ def load_suite(path: str | Path, *, check_registry: bool = True) -> tuple[Suite,
             loc = tuple(err["loc"])
             problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {_describe(err)}")
         raise SuiteError(_dedupe_union_noise(problems)) from None
-    if check_registry:
-        problems = check_against_registries(suite, path, root)
-        if problems:
-            raise SuiteError(problems)
-    return suite, raw
-
-
-def _dedupe_union_noise(problems: list[str]) -> list[str]:
-    """A wrong mixer entry fails both union branches; keep one message per line and field."""
-    seen, out = set(), []
-    for p in problems:
-        key = p.split(": ", 2)[:2]
-        if tuple(key) in seen:
-            continue
-        seen.add(tuple(key))
-        out.append(p)
-    return out
-
-
-def check_against_registries(suite: Suite, path: Path, root: yaml.Node | None) -> list[str]:
-    from .benchmarks import BENCHMARKS, validate_params
-
-    problems = []
-    try:
-        resolve_mixers(suite)
-    except ValueError as err:
-        index = err.args[1] if len(err.args) > 1 else None
-        loc = ("mixers", index) if index is not None else ("mixers",)
-        problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {err.args[0]}")
-    try:
-        resolved = resolve_mixers(suite)
-    except ValueError:
-        resolved = []
-    for i, bench in enumerate(suite.benchmarks):
-        for j, pattern in enumerate(bench.mixers or []):
-            if resolved and not any(fnmatch.fnmatchcase(m.label, pattern) for m in resolved):
-                loc = ("benchmarks", i, "mixers", j)
-                problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {pattern!r} matches none of the "
-                                f"suite's mixers ({', '.join(m.label for m in resolved)})")
-        loc = ("benchmarks", i, "kind")
-        if bench.kind not in BENCHMARKS:
-            from architectures.registry import UnknownNameError
-
-            problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: "
-                            f"{UnknownNameError('benchmark', bench.kind, BENCHMARKS.list())}")
-            continue
-        bench_cls = BENCHMARKS.get(bench.kind)
-        bad_modes = [m for m in bench.modes if m not in bench_cls.modes]
-        if bad_modes:
-            loc = ("benchmarks", i, "modes")
-            problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: unknown mode(s) {bad_modes} for "
-                            f"benchmark kind {bench.kind!r}; expected some of {list(bench_cls.modes)}")
-        try:
-            validate_params(bench.kind, bench.params)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = ("benchmarks", i, "params", *err["loc"])
-                problems.append(f"{path}:{_line(root, loc)}: {_field_path(loc)}: {_describe(err)}")
-    return problems
+    return suite, raw, root

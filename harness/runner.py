@@ -184,6 +184,7 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
     specs = {m.name: architectures.get_mixer(m.name).spec.as_dict()
              for m in resolve_mixers(suite, only) if not m.missing}
     (out / "specs.json").write_text(json.dumps(specs, indent=2, default=str))
+    write_figures(out, suite, device, cells, specs)
 
     done = {r["cell_id"] for r in existing}
     failed_at: dict[tuple, tuple[int, str]] = {}  # series -> (seq_len, status) of the first OOM / timeout
@@ -225,10 +226,21 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
         torch.set_num_threads(default_threads)
         summary.seconds = time.perf_counter() - started
     if write_report:
-        from .report import write_report
+        from .report.build import write_report
 
         write_report(out)
     return summary
+
+
+def write_figures(out: Path, suite: Suite, device: torch.device, cells: list[Cell], specs: dict) -> None:
+    """``OUT/figures.json``: what each benchmark entry's report shows that is not a measured cell
+    (``Benchmark.run_figures``: computed from the planned cells and the specs now, so a report never builds a
+    model)."""
+    figures = {}
+    for e in suite.benchmarks:
+        mine = [c for c in cells if c.benchmark == e.label]
+        figures[e.label] = BENCHMARKS.get(e.kind)(e, suite, device).run_figures(mine, specs, out)
+    (out / "figures.json").write_text(json.dumps({k: v for k, v in figures.items() if v}, indent=1, default=str))
 
 
 def _run_one(cell: Cell, bench, ctx: RunContext, failed_at: dict, suite: Suite) -> list[dict]:

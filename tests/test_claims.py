@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 import architectures
-from harness.claims import (DEFAULT_CLAIMS, FAILS, HOLDS, NOT_MEASURABLE, ClaimsFile, RunData, evaluate,
-                            load_claims)
-from harness.report import master_table_section, write_report
+from harness.benchmarks import BENCHMARKS
+from harness.claims import DEFAULT_CLAIMS, FAILS, HOLDS, NOT_MEASURABLE, ClaimsFile, evaluate, load_claims
+from harness.report.build import write_report
+from harness.report.run import RunData
 from harness.results import append_rows
 
 LENGTHS = (1024, 2048, 4096)
@@ -113,8 +114,10 @@ def _make_run(tmp_path, ppl, flash_speed=3.0, missing=("mamba", "kda")):
                   {"kind": "scaling", "name": "scaling_bidirectional", "params": {"attention": "bidirectional"}},
                   {"kind": "perplexity"},
                   {"kind": "mqar"}, {"kind": "equivalence"}, {"kind": "claims"}]
-    (out / "suite.yaml").write_text(yaml.safe_dump({"suite": {"suite": "synthetic", "benchmarks": benchmarks}}))
+    (out / "suite.yaml").write_text(yaml.safe_dump({"suite": {"suite": "synthetic", "mixers": ["*"],
+                                                              "benchmarks": benchmarks}}))
     (out / "specs.json").write_text(json.dumps({}))
+    (out / "claims.yaml").write_text(DEFAULT_CLAIMS.read_text())  # copied when a run starts (Claims.run_figures)
     return out
 
 
@@ -238,12 +241,13 @@ def test_report_renders_the_master_table(tmp_path):
 
 def test_the_report_keeps_the_claims_the_run_was_checked_against(tmp_path):
     out = _make_run(tmp_path, PPL)
-    meta = yaml.safe_load((out / "suite.yaml").read_text())["suite"]
-    first = master_table_section(out, meta)
-    assert first and (out / "claims.yaml").read_text() == DEFAULT_CLAIMS.read_text()
+    run = RunData.load(out)
+    entry = run.entries("claims")[0]
+    section = BENCHMARKS.get("claims").report_section
+    assert section(run, entry) and (out / "claims.yaml").read_text() == DEFAULT_CLAIMS.read_text()
     raw = yaml.safe_load((out / "claims.yaml").read_text())
     raw["tolerances"]["quality_points"] = 0.1  # an edited copy in the run directory is what the report uses
     (out / "claims.yaml").write_text(yaml.safe_dump(raw))
-    master_table_section(out, meta)
+    section(RunData.load(out), entry)
     claims = (out / "claims.csv").read_text()
     assert "abs(q - 95) <= 0.1 points" in claims

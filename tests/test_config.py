@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import SuiteError, load_suite
+from harness.config import SuiteError
+from harness.suites import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,8 @@ from architectures import Mixer, MixerSpec, Paper
 from architectures.registry import MIXERS, register_mixer
 from harness.analysis import quality_table
 from harness.benchmarks import BENCHMARKS, Cell, RunContext, SkipCell
-from harness.config import Suite, SuiteError, load_suite, resolve_mixers
+from harness.config import Suite, SuiteError, resolve_mixers
+from harness.suites import load_suite
 from harness.device import resolve_device
 from harness.lm import (PREFIX_BYTE, ByteLogits, causal_bits_per_byte, causal_windows, fixed_mask, load_checkpoint,
                         masked_bits_per_byte)

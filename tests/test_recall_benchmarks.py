@@ -9,8 +9,9 @@ import yaml
 
 import architectures
 from harness.benchmarks import BENCHMARKS
-from harness.config import Suite, load_suite
-from harness.report import write_report
+from harness.config import Suite
+from harness.suites import load_suite
+from harness.report.build import write_report
 from harness.results import read_rows
 from harness.runner import plan, run_suite
 

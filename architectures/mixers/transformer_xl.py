@@ -12,8 +12,6 @@ encoding needs no absolute position).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn

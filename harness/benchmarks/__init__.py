@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from architectures.registry import Registry
 
 from ..config import BenchmarkEntry, ResolvedMixer, Suite
+
+if TYPE_CHECKING:
+    from ..report.run import RunData
 
 
 class SkipCell(Exception):
@@ -92,6 +95,21 @@ class Benchmark:
 
     def run_cell(self, cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def run_figures(self, cells: list[Cell], specs: dict[str, dict], out: Path) -> dict[str, Any]:
+        """Figures the report shows that are not measurements of a cell, computed when the run starts (from the
+        planned cells and the mixers' specs) and saved in ``OUT/figures.json`` under the entry's label, so that a
+        report never builds a model. JSON-serialisable; default none."""
+        return {}
+
+    # True: the section goes at the top of the report, before the environment (e.g. the Master Comparison Table)
+    report_summary: ClassVar[bool] = False
+
+    @classmethod
+    def report_section(cls, run: "RunData", entry: "BenchmarkEntry") -> list[str]:
+        """Markdown lines of this entry's section of the report. Plots are saved under ``run.plots``
+        (``run.out / "plots"``). Reads only ``run`` (the run directory); default: no section."""
+        return []
 
 
 BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark")

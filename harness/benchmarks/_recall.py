@@ -151,6 +151,26 @@ class RecallBenchmark(Benchmark):
         """Extra keys of the rows of the main test set (e.g. its length, beside the extra sets' lengths)."""
         return {}
 
+    # ---- the report -------------------------------------------------------------------------------------------------
+    report_keys: ClassVar[list[str]] = ["seq_len", "d_model"]  # the columns of the accuracy table's configurations
+    report_note: ClassVar[str] = ""  # a sentence added to the section's explanation
+
+    @classmethod
+    def report_plots(cls, run, entry) -> list:
+        """The section's plots (``_recall_report.AccuracyPlot``); default: accuracy against length per width."""
+        from ._recall_report import AccuracyPlot, best_accuracy
+
+        best = best_accuracy(run.rows(entry.label))
+        if best.empty:
+            return []
+        return [AccuracyPlot(best, "seq_len", ["d_model"], "length", f"{entry.label}: accuracy vs sequence length")]
+
+    @classmethod
+    def report_section(cls, run, entry) -> list[str]:
+        from ._recall_report import section
+
+        return section(run, entry, cls.report_keys, cls.report_plots(run, entry), cls.report_note)
+
     # ---- the protocol ----------------------------------------------------------------------------------------------
     def data(self, cell: Cell) -> tuple[TaskData, TaskData]:
         key = self.data_key(cell)

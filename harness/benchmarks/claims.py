@@ -1,11 +1,13 @@
 """``claims``: no measurement of its own. A suite that lists it asks its report to check a claims file (default
 ``claims/guide.yaml``, the guide's Master Comparison Table and text claims) against the figures measured by the
 suite's other benchmarks (scaling, perplexity, mqar, equivalence): ``harness.claims`` computes the verdicts and
-``harness.report`` renders the table. The file is copied into the run directory when the report is first written,
-so a rebuilt report keeps the claims the run was checked against."""
+its report section renders the table. The file is copied into the run directory when the run starts, so a rebuilt
+report keeps the claims the run was checked against."""
 from __future__ import annotations
 
-from typing import Iterator
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -38,5 +40,21 @@ class Claims(Benchmark):
     Params = ClaimsParams
     description = "check a claims file against the suite's other benchmarks (report only; no cells)"
 
+    report_summary = True  # the Master Comparison Table opens the report
+
     def cells(self, mixers: list[ResolvedMixer]) -> Iterator[Cell]:
         return iter(())
+
+    def run_figures(self, cells: list[Cell], specs: dict[str, dict], out: Path) -> dict[str, Any]:
+        """The claims the run is checked against stay with the run: a copy in ``OUT/claims.yaml`` (kept on resume)."""
+        from ..claims import resolve_claims_path
+
+        if not (out / "claims.yaml").exists():
+            shutil.copyfile(resolve_claims_path(self.params.file), out / "claims.yaml")
+        return {}
+
+    @classmethod
+    def report_section(cls, run, entry) -> list[str]:
+        from ._claims_report import section
+
+        return section(run, entry)

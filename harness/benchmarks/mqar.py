@@ -49,6 +49,22 @@ class MQARParams(RecallParams):
 class MQAR(RecallBenchmark):
     Params = MQARParams
     description = "multi-query associative recall (Zoology): accuracy vs length, pairs, d_model and state bytes"
+    report_keys = ["seq_len", "n_pairs", "d_model"]
+
+    @classmethod
+    def report_plots(cls, run, entry) -> list:
+        """Zoology's figure (accuracy against the decode-state bytes of one layer) and accuracy against length."""
+        from ..analysis import ok_metric
+        from ._recall_report import AccuracyPlot, best_accuracy
+
+        rows = run.rows(entry.label)
+        best = best_accuracy(rows)
+        if best.empty:
+            return []
+        state = ok_metric(rows, "state_bytes")[["cell_id", "value"]].rename(columns={"value": "state_bytes"})
+        return [AccuracyPlot(best.merge(state, on="cell_id"), "state_bytes", ["seq_len", "n_pairs"], "state",
+                             f"{entry.label}: accuracy vs decode-state bytes of one layer (Zoology's figure)"),
+                AccuracyPlot(best, "seq_len", ["d_model"], "length", f"{entry.label}: accuracy vs sequence length")]
 
     def pairs_for(self, seq_len: int) -> list[int]:
         spec = self.params.n_pairs

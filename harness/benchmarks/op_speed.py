@@ -36,6 +36,12 @@ class OpSpeed(Benchmark):
     Params = OpSpeedParams
     description = "forward time of every implementation of a mixer's operator (ours and peers' references)"
 
+    @classmethod
+    def report_section(cls, run, entry) -> list[str]:
+        from ._op_speed_report import section
+
+        return section(run, entry)
+
     def cells(self, mixers: list[ResolvedMixer]) -> Iterator[Cell]:
         catalog.load_all()
         params: OpSpeedParams = self.params

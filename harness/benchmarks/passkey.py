@@ -23,6 +23,19 @@ class Passkey(RecallBenchmark):
     Params = PasskeyParams
     description = "passkey retrieval in filler text: trained at seq_len, accuracy at longer lengths"
     extra_eval_key = "eval_len"
+    report_keys = ["seq_len", "d_model", "eval_len"]
+    report_note = " For passkey, seq_len is the training length and eval_len the evaluated one."
+
+    @classmethod
+    def report_plots(cls, run, entry) -> list:
+        from ._recall_report import AccuracyPlot, best_accuracy
+
+        best = best_accuracy(run.rows(entry.label))
+        if best.empty:
+            return []
+        return [AccuracyPlot(best, "eval_len", ["seq_len", "d_model"], "length",
+                             f"{entry.label}: accuracy vs evaluated length (dotted: training length)",
+                             vline="seq_len")]
 
     def vocab_size(self, cell: Cell) -> int:
         return 256

@@ -126,6 +126,12 @@ class Perplexity(Benchmark):
     Params = PerplexityParams
     description = "byte-level LM: train every mixer on the same budget, validation bits-per-byte, quality %"
 
+    @classmethod
+    def report_section(cls, run, entry) -> list[str]:
+        from ._perplexity_report import section
+
+        return section(run, entry)
+
     @property
     def training(self) -> TrainingParams:
         return self.params.training_for(self.device.type)

@@ -55,6 +55,25 @@ class Scaling(Benchmark):
     Params = ScalingParams
     description = "time, memory, FLOPs and decode state of one layer vs sequence length; exponent fits"
 
+    def run_figures(self, cells: list[Cell], specs: dict[str, dict], out) -> dict[str, Any]:
+        """The KV cache per token of growing caches at this run's decode sizes and at the published configurations
+        of the specs (``analysis.kv_cache_per_token``, mixers built on the meta device), for the report."""
+        import pandas as pd
+
+        from ..analysis import kv_cache_per_token
+
+        decode = [c.fields() for c in cells if c.mode == "decode" and not c.missing]
+        if not decode or self.params.scope == "operator":
+            return {}
+        table = kv_cache_per_token(pd.DataFrame(decode), specs)
+        return {"kv_cache_per_token": table.to_dict("records")} if not table.empty else {}
+
+    @classmethod
+    def report_section(cls, run, entry) -> list[str]:
+        from ._scaling_report import section
+
+        return section(run, entry)
+
     def run_cell(self, cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
         params: ScalingParams = self.params
         cls = architectures.get_mixer(cell.mixer_name)

@@ -1,0 +1,67 @@
+"""``OUT/report.md`` (and ``report.html``) from a run directory, assembled from the sections of the benchmark kinds.
+
+The report reads only the run directory (``RunData``). Its parts: the title and the suite's description, the
+summary sections (kinds with ``report_summary``, e.g. the Master Comparison Table), the environment, the cells that
+did not produce measurements, then one section per benchmark entry in suite order, written by the entry's kind
+(``Benchmark.report_section``). A new kind brings its section with it; nothing here names a kind.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..benchmarks import BENCHMARKS
+from .markdown import md
+from .run import RunData
+
+
+def environment(run: RunData) -> list[str]:
+    table = pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
+                          for k, v in run.env.items()])
+    return ["## Environment", "", md(table), ""]
+
+
+def cells(run: RunData) -> list[str]:
+    df = run.df
+    statuses = df["status"].value_counts().to_dict() if not df.empty else {}
+    n_cells = df["cell_id"].nunique() if not df.empty else 0
+    lines = ["## Cells", "", f"{n_cells} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())) +
+             " (rows; a measured cell has one row per metric)", ""]
+    failed = df[df["status"] != "ok"] if not df.empty else df
+    if not failed.empty:
+        lines += ["Cells that did not produce measurements:", "",
+                  md(failed[["benchmark", "mixer", "impl", "mode", "seq_len", "status", "error"]]), ""]
+    return lines
+
+
+def sections(run: RunData, summary: bool) -> list[str]:
+    """The sections of the entries whose kind is (or is not) a summary, in suite order."""
+    lines: list[str] = []
+    for entry in run.suite.benchmarks:
+        if entry.kind not in BENCHMARKS:
+            if not summary:
+                lines += [f"## Benchmark `{entry.label}` ({entry.kind})", "",
+                          f"_(kind `{entry.kind}` is not registered in this build: no section)_", ""]
+            continue
+        kind = BENCHMARKS.get(entry.kind)
+        if kind.report_summary == summary:
+            lines += kind.report_section(run, entry)
+    return lines
+
+
+def markdown(run: RunData) -> str:
+    lines = [f"# {run.suite.suite} report", ""]
+    if run.suite.description:
+        lines += [run.suite.description.strip(), ""]
+    lines += sections(run, summary=True) + environment(run) + cells(run) + sections(run, summary=False)
+    return "\n".join(lines)
+
+
+def write_report(out: str | Path) -> Path:
+    """Write ``OUT/report.md`` (and its plots under ``OUT/plots``); returns its path."""
+    run = RunData.load(out)
+    path = run.out / "report.md"
+    path.write_text(markdown(run))
+    return path
