@@ -10,8 +10,11 @@
 
 Figures come from the benchmarks of the run by kind: ``scaling`` (exponents via ``analysis.scaling_fits``, speed-ups,
 tokens/s), ``perplexity`` (``val_ppl``; quality = 100 x ppl(standard) / ppl(method) in the same benchmark entry, so a
-bidirectional method is compared with a bidirectional standard), ``mqar`` (``accuracy`` of the best lr),
-``equivalence`` (``max_rel_diff``). A verdict is ``holds``, ``does not hold`` or ``not measurable here`` (with why).
+bidirectional method is compared with a bidirectional standard; per training seed at the best lr, then the mean and
+the min-max spread over the seeds, with the budget), ``mqar`` (``accuracy`` of the best lr, mean over seeds),
+``equivalence`` (``max_rel_diff``). A verdict is ``holds``, ``does not hold``, ``inconclusive at this budget`` (a
+quality figure whose spread over seeds straddles the tolerance edge: ``analysis.interval_verdict``) or ``not
+measurable here`` (with why).
 """
 from __future__ import annotations
 

@@ -105,10 +105,16 @@ def accuracy_plot(data: pd.DataFrame, x: str, facet: list[str], path: Path, titl
         return False
     groups = list(data.groupby(facet, sort=True)) if facet else [((), data)]
     fig, axes = plt.subplots(1, len(groups), figsize=(max(7.5, 4.6 * len(groups)), 3.8), squeeze=False)
-    palette = dict(zip(sorted(data["mixer"].unique()), sns.color_palette("tab10", data["mixer"].nunique())))
+    # one colour and marker per mixer for the whole figure (every panel the same), distinct up to 20 mixers
+    order = sorted(data["mixer"].unique())
+    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "tab20", len(order))))
+    shapes = ["o", "X", "s", "^", "D", "v", "P"]
+    markers = {m: shapes[i % len(shapes)] for i, m in enumerate(order)}
     for ax, (key, d) in zip(axes[0], groups):
-        sns.lineplot(data=d.sort_values(x), x=x, y="value", hue="mixer", style="mixer", markers=True, dashes=False,
-                     ax=ax, palette=palette, errorbar=None, markersize=8, alpha=0.8)
+        sns.lineplot(data=d.sort_values(x), x=x, y="value", hue="mixer", style="mixer", markers=markers,
+                     dashes=False, ax=ax, palette=palette, hue_order=[m for m in order if m in set(d["mixer"])],
+                     style_order=[m for m in order if m in set(d["mixer"])], errorbar=None, markersize=8,
+                     alpha=0.8)
         if logx:
             ax.set_xscale("log", base=2)
         if vline and vline in d:
@@ -116,11 +122,14 @@ def accuracy_plot(data: pd.DataFrame, x: str, facet: list[str], path: Path, titl
         key = key if isinstance(key, tuple) else (key,)
         ax.set(ylim=(-0.02, 1.02), ylabel="accuracy", xlabel=x,
                title=", ".join(f"{k}={int(v)}" for k, v in zip(facet, key)))
-        if ax is not axes[0][0] and ax.get_legend() is not None:
+        if ax.get_legend() is not None:
             ax.get_legend().remove()
         ax.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], ls="", markersize=7, label=m) for m in order]
+    fig.legend(handles=handles, title="mixer", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               ncol=1 if len(order) <= 12 else 2)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
