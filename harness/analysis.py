@@ -207,23 +207,54 @@ def kv_cache_per_token(df: pd.DataFrame, specs: dict) -> pd.DataFrame:
     return pd.DataFrame(out).drop_duplicates(subset=["mixer", "config", "dtype"]) if out else pd.DataFrame()
 
 
+# ---- verdicts with a spread ------------------------------------------------------------------------------------------
+
+INCONCLUSIVE = "inconclusive at this budget"
+
+
+def interval_verdict(lo: float, hi: float, band_lo: float = -math.inf, band_hi: float = math.inf) -> str:
+    """The verdict of a figure known only up to its spread [lo, hi] (e.g. min and max over seeds) against the
+    claim "the figure lies in [band_lo, band_hi]": ``holds`` when the whole spread lies inside, ``does not hold``
+    when none of it does, ``inconclusive at this budget`` when the spread straddles an edge of the tolerance.
+    A single measurement (lo == hi) gets a plain verdict."""
+    if lo > hi:
+        raise ValueError(f"interval [{lo}, {hi}] is empty")
+    if band_lo <= lo and hi <= band_hi:
+        return "holds"
+    if hi < band_lo or lo > band_hi:
+        return "does not hold"
+    return INCONCLUSIVE
+
+
 # ---- perplexity -----------------------------------------------------------------------------------------------------
 
 QUALITY_KEYS = ["benchmark", "mode", "seq_len", "batch", "d_model", "n_heads", "dtype", "seed"]
-PERPLEXITY_METRICS = ["val_bpb", "val_ppl", "val_loss", "tokens_per_s", "train_tokens", "lr"]
+PERPLEXITY_METRICS = ["val_bpb", "val_ppl", "val_loss", "tokens_per_s", "train_tokens", "model_params", "lr"]
+
+
+def with_train_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a ``train_seed`` column: rows written before the sweep had seeds trained at the cell's seed only."""
+    if "train_seed" in df:
+        return df.assign(train_seed=df["train_seed"].fillna(df["seed"]).astype(int))
+    return df.assign(train_seed=df["seed"])
 
 
 def perplexity_best(df: pd.DataFrame, kind: str = "perplexity") -> pd.DataFrame:
-    """One row per perplexity cell: the metrics of its best learning rate (rows marked ``best``), side by side."""
-    if df.empty or "kind" not in df or "best" not in df:
+    """One row per perplexity cell and training seed of its best learning rate (rows marked ``best``): the
+    metrics side by side, with ``train_seed``."""
+    if df.empty or "best" not in df:
         return pd.DataFrame()
-    d = df[(df["kind"] == kind) & (df["status"] == "ok") & (df["best"] == True)]  # noqa: E712 (object column)
-    d = d[d["metric"].isin(PERPLEXITY_METRICS)]
+    d = df[(df["kind"] == kind) if "kind" in df else df.index == df.index]  # rows of one entry need no kind
+    d = d[(d["status"] == "ok") & (d["best"] == True)]  # noqa: E712 (object column)
+    d = with_train_seed(d[d["metric"].isin(PERPLEXITY_METRICS)])
     if d.empty:
         return pd.DataFrame()
-    wide = d.pivot_table(index=QUALITY_KEYS + ["mixer", "mixer_name", "impl"], columns="metric", values="value",
-                         aggfunc="last").reset_index()
+    index = QUALITY_KEYS + ["mixer", "mixer_name", "impl", "train_seed"]
+    wide = d.pivot_table(index=index, columns="metric", values="value", aggfunc="last").reset_index()
     wide.columns.name = None
+    if "steps" in d:  # the budget, on every row since the seeded sweep
+        budget = d.groupby(index)["steps"].last().reset_index()
+        wide = wide.merge(budget, on=index, how="left")
     return wide
 
 
@@ -232,17 +263,36 @@ def quality_table(df: pd.DataFrame, baseline: str = "standard", kind: str = "per
 
         quality = 100 x ppl(baseline) / ppl(mixer) = 100 x 2 ** (bpb(baseline) - bpb(mixer))
 
-    with ppl the per-byte validation perplexity of the best learning rate. 100 = as good as the baseline, above 100
-    better. A cell whose group has no baseline row gets no quality (NaN)."""
+    with ppl the per-byte validation perplexity of the best learning rate, computed per training seed (seed k of
+    the mixer against seed k of the baseline: the same batches), then summarised over the seeds both ran:
+    ``quality`` (mean), ``quality_min``, ``quality_max``, ``seeds``; ``val_bpb`` is the mean over seeds, with
+    ``val_bpb_min`` / ``val_bpb_max``. 100 = as good as the baseline, above 100 better. A cell whose group has no
+    baseline row gets no quality (NaN). The budget columns (``steps``, ``train_tokens``, ``model_params``) are
+    the cell's."""
     best = perplexity_best(df, kind)
+    if not best.empty and "val_bpb" not in best and "val_ppl" in best:
+        best["val_bpb"] = np.log2(best["val_ppl"].astype(float))
     if best.empty or "val_bpb" not in best:
         return pd.DataFrame()
-    ref = best[best["mixer"] == baseline][QUALITY_KEYS + ["val_bpb"]].rename(columns={"val_bpb": "baseline_bpb"})
-    merged = best.merge(ref, on=QUALITY_KEYS, how="left")
-    merged["baseline"] = baseline
-    merged["baseline_ppl"] = 2.0 ** merged["baseline_bpb"]
+    if "val_ppl" not in best:
+        best["val_ppl"] = 2.0 ** best["val_bpb"]
+    keys = QUALITY_KEYS + ["train_seed"]
+    ref = best[best["mixer"] == baseline][keys + ["val_bpb"]].rename(columns={"val_bpb": "baseline_bpb"})
+    merged = best.merge(ref, on=keys, how="left")
     merged["quality"] = 100.0 * 2.0 ** (merged["baseline_bpb"] - merged["val_bpb"])
-    cols = QUALITY_KEYS + ["mixer", "mixer_name", "impl", "val_bpb", "val_ppl", "val_loss", "baseline", "baseline_ppl",
-                           "quality", "lr", "train_tokens", "tokens_per_s"]
-    return merged[[c for c in cols if c in merged]].sort_values(["benchmark", "mode", "seq_len", "quality"],
-                                                                ascending=[True, True, True, False])
+    group = QUALITY_KEYS + ["mixer", "mixer_name", "impl"]
+    agg = {"val_bpb": "mean", "val_ppl": "mean", "val_loss": "mean", "baseline_bpb": "mean", "quality": "mean",
+           "lr": "first", "train_tokens": "first", "tokens_per_s": "mean", "model_params": "first", "steps": "first"}
+    agg = {k: v for k, v in agg.items() if k in merged}
+    out = merged.groupby(group, as_index=False, dropna=False).agg(agg)
+    spread = merged.groupby(group, dropna=False).agg(
+        quality_min=("quality", "min"), quality_max=("quality", "max"), val_bpb_min=("val_bpb", "min"),
+        val_bpb_max=("val_bpb", "max"), seeds=("quality", "count")).reset_index()
+    out = out.merge(spread, on=group, how="left")
+    out["baseline"] = baseline
+    out["baseline_ppl"] = 2.0 ** out["baseline_bpb"]
+    cols = QUALITY_KEYS + ["mixer", "mixer_name", "impl", "val_bpb", "val_bpb_min", "val_bpb_max", "val_ppl",
+                           "val_loss", "baseline", "baseline_ppl", "quality", "quality_min", "quality_max", "seeds",
+                           "lr", "steps", "train_tokens", "model_params", "tokens_per_s"]
+    return out[[c for c in cols if c in out]].sort_values(["benchmark", "mode", "seq_len", "quality"],
+                                                         ascending=[True, True, True, False])

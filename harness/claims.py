@@ -10,8 +10,11 @@
 
 Figures come from the benchmarks of the run by kind: ``scaling`` (exponents via ``analysis.scaling_fits``, speed-ups,
 tokens/s), ``perplexity`` (``val_ppl``; quality = 100 x ppl(standard) / ppl(method) in the same benchmark entry, so a
-bidirectional method is compared with a bidirectional standard), ``mqar`` (``accuracy`` of the best lr),
-``equivalence`` (``max_rel_diff``). A verdict is ``holds``, ``does not hold`` or ``not measurable here`` (with why).
+bidirectional method is compared with a bidirectional standard; per training seed at the best lr, then the mean and
+the min-max spread over the seeds, with the budget), ``mqar`` (``accuracy`` of the best lr, mean over seeds),
+``equivalence`` (``max_rel_diff``). A verdict is ``holds``, ``does not hold``, ``inconclusive at this budget`` (a
+quality figure whose spread over seeds straddles the tolerance edge: ``analysis.interval_verdict``) or ``not
+measurable here`` (with why).
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .analysis import ok_metric, scaling_fits, verdict
+from .analysis import (INCONCLUSIVE, interval_verdict, ok_metric, quality_table, scaling_fits, verdict,
+                       with_train_seed)
 from .env import REPO_ROOT, data_dir
 
 if TYPE_CHECKING:
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CLAIMS = data_dir("claims") / "guide.yaml"
 HOLDS, FAILS, NOT_MEASURABLE = "holds", "does not hold", "not measurable here"
+# INCONCLUSIVE ("inconclusive at this budget"): a figure with a spread over seeds that straddles the tolerance edge
 
 
 # ---- the file ---------------------------------------------------------------------------------------------------
@@ -305,27 +310,40 @@ def _best_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-PPL_KEYS = ["benchmark", "mode", "seq_len", "batch", "d_model", "n_heads", "dtype"]
+def budget_text(steps: float | None, tokens: float | None, params: float | None) -> str:
+    """The training budget behind a quality figure: steps, tokens seen and model parameters."""
+    parts = []
+    if steps is not None and not pd.isna(steps):
+        parts.append(f"{int(steps)} steps")
+    if tokens is not None and not pd.isna(tokens):
+        parts.append(f"{tokens / 1e6:.3g}M tok")
+    if params is not None and not pd.isna(params):
+        parts.append(f"{params / 1e6:.3g}M params")
+    return ", ".join(parts) if parts else "budget not recorded"
 
 
 def perplexity_quality(run: RunData, method: str) -> Figure:
     """quality = 100 x ppl(standard) / ppl(method), per-byte validation perplexities of the best learning rate,
     against the standard cell of the same perplexity entry, objective (``mode``: causal_lm, or masked_lm for a
-    bidirectional-only method) and shape: the definition of ``analysis.quality_table`` of the perplexity benchmark."""
-    rows = _best_rows(ok_metric(run.rows_of_kind("perplexity"), "val_ppl"))
-    if not rows.empty:
-        keys = [k for k in PPL_KEYS if k in rows]
-        mine = rows[rows["mixer"] == method]
-        ref = rows[rows["mixer_name"] == "standard"][keys + ["value"]].rename(columns={"value": "ref"})
-        merged = mine.merge(ref, on=keys)
-        if not mine.empty and merged.empty:
+    bidirectional-only method) and shape: ``analysis.quality_table``, per training seed and summarised over the
+    seeds. The figure's value is the mean; ``detail`` holds the spread (``lo``, ``hi``: min and max over seeds),
+    ``seeds`` and the budget; its text shows all of them."""
+    table = quality_table(run.rows_of_kind("perplexity"))
+    if not table.empty:
+        mine = table[table["mixer"] == method]
+        rated = mine[mine["quality"].notna()]
+        if not mine.empty and rated.empty:
             return Figure(None, "-", reason=f"no standard perplexity with {method}'s objective and shape")
-        if not merged.empty:
-            r = merged.sort_values("seq_len").iloc[-1]  # the longest context if several
-            ppl, ref_ppl = float(r["value"]), float(r["ref"])
-            q = 100.0 * ref_ppl / ppl
-            return Figure(q, f"{q:.1f}% (ppl {ppl:.3g} vs {ref_ppl:.3g}, {r['mode']})",
-                          {"benchmark": r["benchmark"], "ppl": ppl, "ref_ppl": ref_ppl})
+        if not rated.empty:
+            r = rated.sort_values("seq_len", kind="stable").iloc[-1]  # the longest context if several
+            q, lo, hi, n = float(r["quality"]), float(r["quality_min"]), float(r["quality_max"]), int(r["seeds"])
+            spread = f"{lo:.1f}-{hi:.1f} over {n} seeds" if n > 1 else "1 seed: spread unknown"
+            budget = budget_text(r.get("steps"), r.get("train_tokens"), r.get("model_params"))
+            ppl, ref_ppl = float(r["val_ppl"]), float(r["baseline_ppl"])
+            lr = f"lr {r['lr']:g}; " if pd.notna(r.get("lr")) else ""
+            return Figure(q, f"{q:.1f}% ({spread}; ppl {ppl:.3g} vs {ref_ppl:.3g}, {r['mode']}; {lr}{budget})",
+                          {"benchmark": r["benchmark"], "ppl": ppl, "ref_ppl": ref_ppl, "lo": lo, "hi": hi,
+                           "seeds": n, "budget": budget})
     return Figure(None, "-", reason=why_missing(run, "perplexity", method))
 
 
@@ -333,13 +351,15 @@ MQAR_KEYS = ["seq_len", "n_pairs", "d_model"]
 
 
 def mqar_accuracies(run: RunData, method: str) -> pd.DataFrame:
-    """Best-lr accuracy of a method per (seq_len, n_pairs, d_model)."""
+    """Best-lr accuracy of a method per (seq_len, n_pairs, d_model), the mean over its training seeds."""
     rows = _best_rows(ok_metric(run.rows_of_kind("mqar"), "accuracy"))
     if rows.empty:
         return rows
-    rows = rows[rows["mixer"] == method]
+    rows = with_train_seed(rows[rows["mixer"] == method])
     keys = [k for k in MQAR_KEYS if k in rows]
-    return rows.groupby(keys, as_index=False)["value"].max()
+    # a cell measured again (a resumed run) counts once, its latest figure; then the mean over the training seeds
+    rows = rows.drop_duplicates(subset=keys + ["train_seed"], keep="last")
+    return rows.groupby(keys, as_index=False)["value"].mean()
 
 
 def mqar_accuracy(run: RunData, method: str) -> Figure:
@@ -366,21 +386,22 @@ def _exp_verdict(fig: Figure, claimed: float, tol: float) -> str:
 
 
 def quality_verdict(q: QualityCell, fig: Figure, tol: Tolerances) -> tuple[str, str, Figure]:
-    """(verdict, tolerance text, figure) of a quality cell."""
+    """(verdict, tolerance text, figure) of a quality cell. The figure's spread over seeds (``detail`` lo, hi) is
+    held to the tolerance as a whole (``analysis.interval_verdict``): ``holds`` / ``does not hold`` only when it lies
+    entirely inside / outside, ``inconclusive at this budget`` when it straddles the edge."""
     if q.kind == "reference":
         ref = Figure(None, "100% (reference)", reason="the reference of quality: 100% by definition")
         return NOT_MEASURABLE, "-", ref
     if q.kind == "approx":
         t = q.tolerance if q.tolerance is not None else tol.quality_points
-        text = f"abs(q - {q.percent:g}) <= {t:g} points"
-        if fig.value is None:
-            return NOT_MEASURABLE, text, fig
-        return (HOLDS if abs(fig.value - q.percent) <= t else FAILS), text, fig
-    t = q.tolerance if q.tolerance is not None else tol.quality_at_least_points
-    text = f"q >= {q.percent:g} - {t:g} points"
+        text, band = f"abs(q - {q.percent:g}) <= {t:g} points", (q.percent - t, q.percent + t)
+    else:
+        t = q.tolerance if q.tolerance is not None else tol.quality_at_least_points
+        text, band = f"q >= {q.percent:g} - {t:g} points", (q.percent - t, float("inf"))
     if fig.value is None:
         return NOT_MEASURABLE, text, fig
-    return (HOLDS if fig.value >= q.percent - t else FAILS), text, fig
+    lo, hi = fig.detail.get("lo", fig.value), fig.detail.get("hi", fig.value)
+    return interval_verdict(lo, hi, *band), text + " (over the spread of seeds)", fig
 
 
 def check_claim(run: RunData, c: Claim, cf: ClaimsFile) -> dict[str, Any]:
@@ -526,16 +547,22 @@ def _below(run: RunData, c: Claim) -> dict[str, Any]:
 
 def _ordering(run: RunData, c: Claim) -> dict[str, Any]:
     held = f"{c.metric} " + " > ".join(c.methods)
-    tol_text = f"each above the next by > {c.margin:g}"
+    tol_text = f"each above the next by > {c.margin:g} (over the spread of seeds)"
     figs = {m: perplexity_quality(run, m) for m in c.methods}
     missing = [m for m, f in figs.items() if f.value is None]
     text = ", ".join(f"{m} {f.value:.1f}%" if f.value is not None else f"{m} -" for m, f in figs.items())
     if missing:
         fig = Figure(None, text, reason="; ".join(figs[m].reason for m in missing))
         return _claim_row(c.id, c.method, c.text, held, tol_text, fig, NOT_MEASURABLE, c.source)
-    values = [figs[m].value for m in c.methods]
-    ok = all(x - y > c.margin for x, y in zip(values, values[1:]))
-    return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(values[0], text), HOLDS if ok else FAILS,
+    verdicts = []
+    for x, y in zip(c.methods, c.methods[1:]):  # the gap x - y is known up to [lo_x - hi_y, hi_x - lo_y]
+        fx, fy = figs[x], figs[y]
+        lo = fx.detail.get("lo", fx.value) - fy.detail.get("hi", fy.value)
+        hi = fx.detail.get("hi", fx.value) - fy.detail.get("lo", fy.value)
+        verdicts.append(interval_verdict(lo, hi, c.margin, float("inf")) if lo != hi
+                        else (HOLDS if lo > c.margin else FAILS))
+    verdict_ = FAILS if FAILS in verdicts else (INCONCLUSIVE if INCONCLUSIVE in verdicts else HOLDS)
+    return _claim_row(c.id, c.method, c.text, held, tol_text, Figure(figs[c.methods[0]].value, text), verdict_,
                       c.source)
 
 

@@ -118,3 +118,54 @@ def train(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
     result.seconds = train_seconds
     result.tokens_per_s = result.tokens / train_seconds if train_seconds else 0.0
     return result
+
+
+# ---- the learning-rate sweep shared by the quality benchmarks ----------------------------------------------------
+
+@dataclass
+class SweepRun:
+    """One training of a learning-rate sweep: its lr, its training seed, what ``train_one`` returned (None if it
+    diverged, with the error) and whether its lr is the sweep's best (every seed run at the best lr is ``best``)."""
+    lr: float
+    seed: int  # the training seed (initial weights, batch order); the data and evaluation sets do not change
+    outcome: object | None = None
+    error: str | None = None  # set when the loss became non-finite (FloatingPointError from ``train``)
+    best: bool = False
+    role: str = "sweep"  # "sweep": one of the lrs tried at the first seed; "seed": a further seed at the best lr
+
+    @property
+    def diverged(self) -> bool:
+        return self.error is not None
+
+
+def lr_sweep(train_one: Callable[[float, int], object], lrs: list[float], seed: int, seeds: int,
+             badness: Callable[[object], tuple | float]) -> list[SweepRun]:
+    """Zoology's protocol with seeds: train once per learning rate of ``lrs`` (ascending) at ``seed``, pick the best
+    by the validation figure ``badness(outcome)`` (lower is better; a tie keeps the smaller lr; a diverged lr is
+    never best), then train ``seeds - 1`` further seeds (``seed + 1``, ``seed + 2``, ...) at the best lr.
+
+    The best lr's sweep run counts as its first seed, so ``seeds`` = 2 costs len(lrs) + 1 trainings. Its figure is
+    the one the lr was chosen on (optimistically biased, by the luck of that seed); the further seeds are not, and
+    the spread over all of them shows how much a seed moves the figure. Raises FloatingPointError when every lr
+    diverged. ``train_one(lr, seed)`` returns any outcome; it raises FloatingPointError when the run diverges."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+
+    def attempt(lr: float, s: int, role: str) -> SweepRun:
+        try:
+            return SweepRun(lr=lr, seed=s, outcome=train_one(lr, s), role=role)
+        except FloatingPointError as err:
+            return SweepRun(lr=lr, seed=s, error=str(err), role=role)
+
+    runs = [attempt(lr, seed, "sweep") for lr in sorted(lrs)]
+    finished = [r for r in runs if not r.diverged]
+    if not finished:
+        raise FloatingPointError(f"training diverged at every learning rate {sorted(lrs)}: {runs[-1].error}")
+    best = finished[0]
+    for r in finished[1:]:
+        if badness(r.outcome) < badness(best.outcome):  # strict: a tie keeps the smaller lr
+            best = r
+    runs += [attempt(best.lr, seed + k, "seed") for k in range(1, seeds)]
+    for r in runs:
+        r.best = r.lr == best.lr
+    return runs

@@ -201,10 +201,22 @@ def test_suite_validation_names_the_problem(tmp_path):
 
 
 def test_the_shipped_suite_is_valid():
+    """Every registered mixer gets a quality figure (causal ones as causal LMs, bidirectional-only ones as masked
+    LMs beside a masked-LM standard), with the floor; the CPU profile sweeps >= 3 lrs and runs 2 seeds of the best."""
     suite, _ = load_suite(Path(__file__).parent.parent / "suites" / "perplexity.yaml")
     cells = plan(suite, CPU)
-    assert [c.mixer for c in cells] == ["standard", "flash", "sliding_window", "linear", "gqa"]
-    assert {(c.seq_len, c.batch, c.d_model, c.mode) for c in cells} == {(256, 16, 128, "causal_lm")}
+    causal = {c.mixer for c in cells if c.mode == "causal_lm"}
+    for name in [n for n in architectures.list_mixers() if not n.startswith("_")]:  # tests register _test_* ones
+        modes = architectures.get_mixer(name).spec.modes
+        if "causal" in modes:
+            assert name in causal, name
+        else:
+            assert any(c.mixer == name and c.mode == "masked_lm" for c in cells), name
+    assert "no_context" in causal and any(c.mixer == "standard" and c.mode == "masked_lm" for c in cells)
+    assert {(c.seq_len, c.batch, c.d_model) for c in cells} == {(256, 16, 128)}
+    entry = suite.benchmarks[0]
+    training = BENCHMARKS.get("perplexity")(entry, suite, CPU).training
+    assert len(training.lrs) >= 3 and training.seeds == 2
 
 
 # ---- the runner, end to end ----------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ def section(run: "RunData", entry: "BenchmarkEntry") -> list[str]:
     t = cf.tolerances
     return ["## The guide's Master Comparison Table, measured", "",
             "The guide's cells beside the figures measured in this run, and a verdict per claim: `holds`, "
-            "`does not hold`, or `not measurable here` (the claims table below says why). Claims, comparisons and "
+            "`does not hold`, `inconclusive at this budget` (a figure measured over several training seeds whose "
+            "spread straddles the edge of the tolerance), or `not measurable here` (the claims table below says "
+            "why). Claims, comparisons and "
             "tolerances come from `claims.yaml` (a copy of the repository's `claims/guide.yaml`).", "",
             f"- **Exponents** are least-squares slopes of log(figure) on log(n) over the longest lengths of the "
             f"scaling sweep (`analysis.scaling_fits`, ± its standard error; where several scaling entries measure a "
@@ -39,8 +41,11 @@ def section(run: "RunData", entry: "BenchmarkEntry") -> list[str]:
             "`peak_tensor_bytes`, decode state = `state_bytes` after n tokens. A memory cell is held to the prefill "
             "exponent or, where the claims file says so (Mamba's O(d)), to the decode-state exponent.",
             f"- **Quality** = 100 x ppl(standard) / ppl(method), both trained with the same budget and "
-            f"hyperparameters (`perplexity` benchmark; a bidirectional method against a bidirectional standard). "
-            f"\"~X%\" holds within ± {t.quality_points:g} points, \"X%+\" from X - {t.quality_at_least_points:g}.",
+            f"hyperparameters (`perplexity` benchmark; a bidirectional method against a bidirectional standard): "
+            f"the best of the learning-rate sweep, the mean over the training seeds at it, with its min-max spread, "
+            f"the number of seeds and the budget (steps, training tokens, parameters) beside it. "
+            f"\"~X%\" holds within ± {t.quality_points:g} points, \"X%+\" from X - {t.quality_at_least_points:g}, "
+            f"for the whole spread; a spread across the edge is inconclusive.",
             "- **MQAR accuracy**: best learning rate, mean over the MQAR configurations the method ran (per "
             "configuration in the `mqar` section). **tokens/s**: forward of one layer at the longest length it ran.",
             "", md(methods), "", "### Claims and verdicts", "",

@@ -3,19 +3,23 @@ with the cell's mixer on a synthetic task, once per learning rate of a small swe
 default the blocks hold the mixer only (``ffn: none``), as Zoology's MQAR models: recall is the mixer's job.
 
 Every mixer gets the same backbone, data, token budget and learning rates (the Zoology protocol: the best of a small
-learning-rate sweep is reported, and every lr is recorded). Per cell and learning rate, rows carry ``lr`` and
-``best`` (True on the rows of the lr with the highest test accuracy, ties broken by the lower test loss):
+learning-rate sweep is reported, and every lr is recorded). The sweep is ``harness.training.lr_sweep``: every lr at
+the cell's seed, then ``seeds - 1`` further training seeds at the best lr (initial weights and batch order change,
+the training and test sets do not). Per training, rows carry ``lr``, ``train_seed``, ``sweep_role`` (``sweep`` or
+``seed``), the budget (``steps_budget``, ``train_examples``) and ``best`` (True on the rows of the lr with the
+highest test accuracy, ties broken by the lower test loss, and on every seed run at that lr):
 
     accuracy          fraction of labelled positions predicted right (the task's main metric)
     example_accuracy  fraction of test examples with every labelled position right
     test_loss         cross-entropy (nats) at labelled positions
-    train_steps, train_seconds, train_tokens_per_s, stopped_early (1 if the early-stop accuracy was reached)
+    train_steps, train_tokens, train_seconds, train_tokens_per_s, stopped_early (1 if the early-stop accuracy was reached)
     diverged          1, instead of the rows above, for an lr whose training loss became non-finite (never best)
 
 and once per cell (``lr`` = None): ``state_bytes`` (one layer's decode state after seq_len tokens, batch 1, from
 the mixer's ``state_bytes``; absent for mixers that do not decode), ``model_state_bytes`` (all layers), ``params``.
 
-The learning curves of every lr are written to ``OUT/curves/<cell>.json``.
+The learning curves of every training are written to ``OUT/curves/<cell>.json`` (keyed by lr, and
+``<lr>/seed=<k>`` for the further seeds).
 
 ``params.profiles`` overrides these parameters per device type (e.g. Zoology's budget on ``cuda``), the way a
 suite's ``profiles`` override its sweep.
@@ -23,6 +27,7 @@ suite's ``profiles`` override its sweep.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -36,7 +41,7 @@ import architectures
 from architectures.backbone import DecoderLM, LMConfig
 
 from ..tasks import TaskData, epoch_batches, evaluate_accuracy, labeled_loss
-from ..training import TrainConfig, train
+from ..training import TrainConfig, lr_sweep, train
 from . import Benchmark, Cell, RunContext, SkipCell, metric
 
 
@@ -53,6 +58,7 @@ class RecallParams(BaseModel):
     """Training budget and protocol, the same for every mixer."""
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     lrs: list[PositiveFloat] = Field(default=[1e-3, 3e-3], min_length=1)  # the sweep; the best is reported
+    seeds: PositiveInt = 1  # trainings at the best lr (its sweep run is the first): the spread over seeds
     train_examples: PositiveInt = 20_000  # a fixed training set, seen for `epochs` passes
     test_examples: PositiveInt = 1_000  # a disjoint test set (other seed, identical examples removed)
     epochs: PositiveFloat = 1.0  # steps = ceil(epochs * train_examples / batch)
@@ -62,6 +68,10 @@ class RecallParams(BaseModel):
     early_stop_accuracy: float | None = Field(default=0.99, gt=0, le=1)  # stop an lr's run once reached
     n_layers: PositiveInt = 2
     ffn: Literal["none", "swiglu", "gelu"] = "none"  # mixer-only blocks, as Zoology's MQAR models (no MLP)
+    # mixer label -> {seq_len: {hparam: value}}: hyperparameters set per length, on top of the suite's, e.g. a
+    # sliding window smaller than every sequence ({sliding_window: {64: {window: 16}, 128: {window: 32}}}); the
+    # cell's rows record the hparams it ran with
+    hparams_by_length: dict[str, dict[int, dict[str, Any]]] = Field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)  # device type -> overrides of these fields
 
     @field_validator("lrs", mode="before")
@@ -103,6 +113,22 @@ class RecallBenchmark(Benchmark):
         super().__init__(entry, suite, device)
         self.params = self.params.for_device(device.type)
         self._data: OrderedDict[tuple, Any] = OrderedDict()
+
+    def cells(self, mixers):
+        """The kind's grid, with ``hparams_by_length`` applied to the cells of the mixers it names."""
+        by_length = self.params.hparams_by_length
+        labels = {m if isinstance(m, str) else (m.label or m.name) for m in self.suite.mixers}
+        unknown = sorted(set(by_length) - labels - set(architectures.list_mixers()) - {m.label for m in mixers})
+        if unknown:
+            raise ValueError(f"{self.entry.label}: params.hparams_by_length names mixers that are neither registered "
+                             f"nor labels of the suite: {unknown}")
+        for cell in self.grid(mixers):
+            override = by_length.get(cell.mixer, {}).get(cell.seq_len)
+            yield dataclasses.replace(cell, hparams={**cell.hparams, **override}) if override else cell
+
+    def grid(self, mixers):
+        """The cells before ``hparams_by_length`` (default: the sweep's grid; mqar adds its pair counts)."""
+        return super().cells(mixers)
 
     # ---- what a task provides ------------------------------------------------------------------------------------
     def vocab_size(self, cell: Cell) -> int:
@@ -159,8 +185,8 @@ class RecallBenchmark(Benchmark):
         p = self.params
         return max(1, math.ceil(p.epochs * p.train_examples / cell.batch))
 
-    def build_model(self, cell: Cell) -> DecoderLM:
-        torch.manual_seed(cell.seed)  # the same initial weights for every lr
+    def build_model(self, cell: Cell, seed: int | None = None) -> DecoderLM:
+        torch.manual_seed(cell.seed if seed is None else seed)  # the same initial weights for every lr of a seed
         cfg = LMConfig(mixer=cell.mixer_name, mixer_hparams=dict(cell.hparams), impl=cell.impl,
                        vocab_size=self.vocab_size(cell), d_model=cell.d_model, n_layers=self.params.n_layers,
                        n_heads=cell.n_heads, ffn=self.params.ffn)
@@ -192,46 +218,50 @@ class RecallBenchmark(Benchmark):
                 return evaluate_accuracy(model, test_data, device=ctx.device)
 
         stop = (lambda e: e["accuracy"] >= p.early_stop_accuracy) if p.early_stop_accuracy else None
-        runs, curves = [], {}
-        for lr in p.lrs:
-            model = self.build_model(cell).to(ctx.device)
+        curves: dict[str, Any] = {}
+
+        def curve_key(lr: float, seed: int) -> str:
+            return str(lr) if seed == cell.seed else f"{lr}/seed={seed}"
+
+        def train_one(lr: float, seed: int) -> dict[str, Any]:
+            """One training at (lr, seed): seed sets the initial weights and the batch order, not the data."""
+            model = self.build_model(cell, seed).to(ctx.device)
             cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=int(p.warmup_fraction * steps),
-                              weight_decay=p.weight_decay, eval_every=p.eval_every, seed=cell.seed)
+                              weight_decay=p.weight_decay, eval_every=p.eval_every, seed=seed)
             try:
-                result = train(model, epoch_batches(train_data, cell.batch, cell.seed, ctx.device), cfg,
+                result = train(model, epoch_batches(train_data, cell.batch, seed, ctx.device), cfg,
                                eval_fn=eval_fn, stop_fn=stop, loss_fn=loss_fn)
-            except FloatingPointError as err:  # this lr diverged: recorded, and not a candidate for best
-                runs.append({"lr": lr, "diverged": str(err)})
-                curves[str(lr)] = {"diverged": str(err)}
-                continue
-            final = result.evals[-1]
+            except FloatingPointError as err:  # recorded, and never a candidate for best
+                curves[curve_key(lr, seed)] = {"diverged": str(err)}
+                raise
             extra_results = {}
             for label, data in extra.items():
                 with autocast():
                     extra_results[label] = evaluate_accuracy(model, data, device=ctx.device)
-            runs.append({"lr": lr, "final": final, "result": result, "extra": extra_results})
-            curves[str(lr)] = {"evals": result.evals, "curve": result.curve, "extra": extra_results}
-        finished = [i for i, run in enumerate(runs) if "diverged" not in run]
-        if not finished:
-            raise FloatingPointError(f"training diverged at every lr: {runs[0]['diverged']}")
-        best = max(finished, key=lambda i: (runs[i]["final"]["accuracy"], -runs[i]["final"]["loss"]))
+            curves[curve_key(lr, seed)] = {"evals": result.evals, "curve": result.curve, "extra": extra_results}
+            return {"final": result.evals[-1], "result": result, "extra": extra_results}
+
+        runs = lr_sweep(train_one, p.lrs, cell.seed, p.seeds,
+                        badness=lambda r: (-r["final"]["accuracy"], r["final"]["loss"]))
 
         rows: list[dict[str, Any]] = []
-        for i, run in enumerate(runs):
-            tag = {"lr": run["lr"], "best": i == best}
-            if "diverged" in run:
-                rows.append(metric("diverged", 1, "bool", **tag))
+        for run in runs:
+            tag = {"lr": run.lr, "best": run.best, "train_seed": run.seed, "sweep_role": run.role,
+                   "steps_budget": steps, "train_examples": p.train_examples}
+            if run.diverged:
+                rows.append(metric("diverged", 1, "bool", **tag, diverged_error=run.error))
                 continue
-            final, result = run["final"], run["result"]
+            final, result = run.outcome["final"], run.outcome["result"]
             main = {**tag, **self.main_eval_tag(cell)}
             rows += [metric("accuracy", final["accuracy"], "fraction", **main),
                      metric("example_accuracy", final["example_accuracy"], "fraction", **main),
                      metric("test_loss", final["loss"], "nats", **main),
                      metric("train_steps", result.steps, "steps", **tag),
+                     metric("train_tokens", result.tokens, "tokens", **tag),
                      metric("train_seconds", result.seconds, "s", **tag),
                      metric("train_tokens_per_s", result.tokens_per_s, "tok/s", **tag),
                      metric("stopped_early", int(result.stopped_early), "bool", **tag)]
-            for label, res in run["extra"].items():
+            for label, res in run.outcome["extra"].items():
                 extra_tag = {**tag, self.extra_eval_key: label}
                 rows += [metric("accuracy", res["accuracy"], "fraction", **extra_tag),
                          metric("example_accuracy", res["example_accuracy"], "fraction", **extra_tag),

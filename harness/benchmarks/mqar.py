@@ -71,7 +71,7 @@ class MQAR(RecallBenchmark):
         pairs = spec.get(seq_len, []) if isinstance(spec, dict) else spec
         return [p for p in pairs if 4 * p <= seq_len]
 
-    def cells(self, mixers: list[ResolvedMixer]) -> Iterator[Cell]:
+    def grid(self, mixers: list[ResolvedMixer]) -> Iterator[Cell]:
         sweep = self.entry.sweep_for(self.device.type)
         for m in self.entry.select(mixers):
             for mode, b, d, h, dt in itertools.product(self.entry.modes, sweep.batch, sweep.d_model, sweep.n_heads,

@@ -15,13 +15,19 @@ Objectives (the cell's ``mode``; also the ``objective`` key of every row):
   bidirectional reference under the same budget. ``modes: [causal_lm, masked_lm]`` runs both for every mixer that
   can.
 
-Rows (per learning rate; every row carries ``lr`` (float), ``best`` (bool: this lr was the cell's best),
-``objective``, ``corpus``, ``curve`` (path under OUT) and ``checkpoint`` (path under OUT, on the best rows only)):
+The sweep (``harness.training.lr_sweep``): every lr of ``lrs`` at the cell's seed, the best by validation bpb, then
+``seeds - 1`` further trainings at the best lr with seeds ``seed + 1, ...`` (initial weights and batch order change;
+corpus, validation text and schedule do not). The best lr's sweep run is its first seed.
+
+Rows (per training; every row carries ``lr`` (float), ``train_seed``, ``sweep_role`` (``sweep`` or ``seed``),
+``best`` (bool: this lr was the cell's best; true on every seed run at it), the budget ``steps`` and
+``tokens_per_step``, ``objective``, ``corpus``, ``curve`` (path under OUT) and ``checkpoint`` (path under OUT, on
+the best lr's first-seed rows only)):
 
     val_bpb (bits/byte)  val_ppl (2**bpb, per byte)  val_loss (nats/byte)  val_bytes  tokens_per_s (training)
     train_tokens  train_seconds  model_params  lr
 
-Files: ``OUT/curves/<cell>-lr<lr>.json`` (training loss per step, validation bpb every ``eval_every`` steps on the
+Files: ``OUT/curves/<cell>-lr<lr>[-seed<k>].json`` (training loss per step, validation bpb every ``eval_every`` steps on the
 first ``curve_eval_bytes`` of the validation split, the final figures) and ``OUT/checkpoints/<cell>.pt`` (the best
 lr's model: LMConfig, state_dict, objective, context length, the validation text; ``harness.lm.load_checkpoint``;
 ``python -m harness lm-eval`` runs lm-eval tasks on it).
@@ -48,7 +54,7 @@ from architectures.backbone import DecoderLM, LMConfig
 from ..config import ResolvedMixer
 from ..corpora import CorpusSpec, causal_batches, head_bytes, load_corpus, masked_batches, resolved_spec
 from ..lm import BYTES, MASK_ID, Autocast, ByteLogits, causal_bits_per_byte, masked_bits_per_byte, save_checkpoint
-from ..training import IGNORE_INDEX, TrainConfig, train
+from ..training import IGNORE_INDEX, TrainConfig, lr_sweep, train
 from . import Benchmark, Cell, RunContext, SkipCell, metric, register_benchmark
 
 OBJECTIVES = ("causal_lm", "masked_lm")
@@ -63,6 +69,7 @@ class TrainingParams(BaseModel):
     ffn: Literal["swiglu", "gelu"] = "swiglu"
     steps: PositiveInt = 300  # token budget = steps x batch x seq_len
     lrs: list[PositiveFloat] = Field(default=[3e-3], min_length=1)  # peak learning rates tried; the best is kept
+    seeds: PositiveInt = 1  # trainings at the best lr (its sweep run is the first): the spread over seeds
     warmup_steps: int = Field(default=30, ge=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
     weight_decay: float = Field(default=0.1, ge=0)
@@ -106,6 +113,11 @@ class PerplexityParams(TrainingParams):
 
 def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
+
+
+def _seed_tag(seed: int, cell_seed: int) -> str:
+    """The curve file's seed suffix: none for the sweep's seed (the file names of earlier runs), -seed<k> else."""
+    return "" if seed == cell_seed else f"-seed{seed}"
 
 
 @register_benchmark("perplexity")
@@ -194,61 +206,66 @@ class Perplexity(Benchmark):
 
         stem = _safe(f"{cell.benchmark}-{cell.mixer}-{objective}-n{L}-b{B}-d{cell.d_model}-h{cell.n_heads}"
                      f"-{cell.dtype}-s{cell.seed}")
-        runs, best = [], None
-        for lr in sorted(p.lrs):  # ascending
-            tcfg = TrainConfig(steps=p.steps, lr=lr, warmup_steps=p.warmup_steps, min_lr_ratio=p.min_lr_ratio,
+
+        def tcfg_for(lr: float, seed: int) -> TrainConfig:
+            return TrainConfig(steps=p.steps, lr=lr, warmup_steps=p.warmup_steps, min_lr_ratio=p.min_lr_ratio,
                                weight_decay=p.weight_decay, grad_clip=p.grad_clip, eval_every=p.eval_every,
-                               seed=cell.seed)
-            torch.manual_seed(cell.seed)
+                               seed=seed)
+
+        def curve_stem(lr: float, seed: int) -> str:
+            return f"{stem}-lr{lr:g}{_seed_tag(seed, cell.seed)}"
+
+        def train_one(lr: float, seed: int) -> dict[str, Any]:
+            """One training at (lr, seed): seed sets the initial weights and the batch order."""
+            torch.manual_seed(seed)
             lm = DecoderLM(lm_cfg).to(ctx.device)
-            n_params = lm.num_params()
             model: torch.nn.Module = ByteLogits(lm) if masked else lm
             if dtype != torch.float32:
                 model = Autocast(model, dtype)
             if masked:
-                batches = masked_batches(corpus.train, L, B, cell.seed, p.mask_prob, MASK_ID, IGNORE_INDEX,
-                                         ctx.device)
+                batches = masked_batches(corpus.train, L, B, seed, p.mask_prob, MASK_ID, IGNORE_INDEX, ctx.device)
             else:
-                batches = causal_batches(corpus.train, L, B, cell.seed, ctx.device)
-            run: dict[str, Any] = {"lr": lr, "diverged": False}
+                batches = causal_batches(corpus.train, L, B, seed, ctx.device)
+            run: dict[str, Any] = {"diverged": False}
             try:
-                result = train(model, batches, tcfg, eval_fn=lambda mdl: {"val_bpb": score(mdl, curve_val)["val_bpb"]})
-                final = score(model, val)
-            except FloatingPointError as err:  # this lr diverged; the others may not
-                run.update(diverged=True, error=str(err), final=None, result=None)
-            else:
-                run.update(final=final, result=result)
-                if best is None or final["val_bpb"] < best["final"]["val_bpb"]:  # strict: a tie keeps the smaller lr
-                    if best is not None:
-                        best.pop("state", None)
-                    best = run
-                    run["state"] = {k: v.detach().cpu().clone() for k, v in lm.state_dict().items()}
-            run["curve"] = self._write_curve(ctx, f"{stem}-lr{lr:g}", cell, objective, lr, tcfg, run)
-            runs.append(run)
-        if best is None:
-            raise FloatingPointError(f"training diverged at every learning rate {p.lrs}: {runs[-1]['error']}")
+                result = train(model, batches, tcfg_for(lr, seed),
+                               eval_fn=lambda mdl: {"val_bpb": score(mdl, curve_val)["val_bpb"]})
+            except FloatingPointError as err:  # the curve of a diverged run is kept too
+                run.update(diverged=True, error=str(err))
+                self._write_curve(ctx, curve_stem(lr, seed), cell, objective, lr, tcfg_for(lr, seed), run)
+                raise
+            run.update(final=score(model, val), result=result,
+                       state={k: v.detach().cpu().clone() for k, v in lm.state_dict().items()})
+            run["curve"] = self._write_curve(ctx, curve_stem(lr, seed), cell, objective, lr, tcfg_for(lr, seed), run)
+            return run
+
+        runs = lr_sweep(train_one, p.lrs, cell.seed, p.seeds, badness=lambda r: r["final"]["val_bpb"])
+        best = next(r for r in runs if r.best and r.seed == cell.seed)
+        n_params = DecoderLM(lm_cfg).num_params()
 
         checkpoint = None
         if self.params.save_checkpoints and ctx.out is not None:
             lm = DecoderLM(lm_cfg)
-            lm.load_state_dict(best["state"])
+            lm.load_state_dict(best.outcome["state"])
             path = ctx.out / "checkpoints" / f"{stem}.pt"
             save_checkpoint(path, lm, objective=objective, seq_len=L, val_text=val.decode("utf-8"),
-                            mixer=cell.mixer, seed=cell.seed, lr=best["lr"], batch=B, steps=p.steps,
-                            mask_prob=p.mask_prob, train_tokens=best["result"].tokens,
-                            val_bpb=best["final"]["val_bpb"], corpus=corpus.description,
-                            corpus_spec=spec.model_dump(mode="json"), train_config=asdict(
-                                TrainConfig(steps=p.steps, lr=best["lr"], warmup_steps=p.warmup_steps,
-                                            min_lr_ratio=p.min_lr_ratio, weight_decay=p.weight_decay,
-                                            grad_clip=p.grad_clip, eval_every=p.eval_every, seed=cell.seed)))
+                            mixer=cell.mixer, seed=cell.seed, lr=best.lr, batch=B, steps=p.steps,
+                            mask_prob=p.mask_prob, train_tokens=best.outcome["result"].tokens,
+                            val_bpb=best.outcome["final"]["val_bpb"], corpus=corpus.description,
+                            corpus_spec=spec.model_dump(mode="json"), train_config=asdict(tcfg_for(best.lr, best.seed)))
             checkpoint = str(path.relative_to(ctx.out))
 
         rows = []
         for run in runs:
-            extra = {"lr": run["lr"], "best": run is best, "objective": objective, "corpus": corpus.description,
-                     "curve": run["curve"], "checkpoint": checkpoint if run is best else None,
-                     "diverged": run["diverged"]}
-            final, result = run["final"] or {}, run["result"]
+            out = run.outcome or {}
+            extra = {"lr": run.lr, "best": run.best, "train_seed": run.seed, "sweep_role": run.role,
+                     "objective": objective, "corpus": corpus.description,
+                     "curve": None if ctx.out is None else f"curves/{curve_stem(run.lr, run.seed)}.json",
+                     "checkpoint": checkpoint if run is best else None, "diverged": run.diverged,
+                     "steps": p.steps, "tokens_per_step": L * B}
+            if run.diverged:
+                extra["diverged_error"] = run.error
+            final, result = out.get("final") or {}, out.get("result")
             rows += [metric("val_bpb", final.get("val_bpb"), "bits/byte", **extra),
                      metric("val_ppl", final.get("val_ppl"), "per byte", **extra),
                      metric("val_loss", final.get("val_loss"), "nats/byte", **extra),
@@ -257,7 +274,7 @@ class Perplexity(Benchmark):
                      metric("train_tokens", result.tokens if result else None, "tokens", **extra),
                      metric("train_seconds", result.seconds if result else None, "s", **extra),
                      metric("model_params", n_params, "count", **extra),
-                     metric("lr", run["lr"], "lr", **extra)]
+                     metric("lr", run.lr, "lr", **extra)]
         return rows
 
     @staticmethod
