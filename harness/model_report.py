@@ -138,7 +138,7 @@ def figures_section(run, entry) -> list[str]:
               "no quantisation scales). `fixed`: the part that does not grow with the context (recurrent states).",
               "", _md(state_dtype_table(rows, contexts)), "",
               "### Weight bytes per dtype", "", _md(weights_table(rows)), ""]
-    lines += model_claims_section(run.out)
+    lines += model_claims_section(run)
     return lines
 
 
@@ -267,15 +267,15 @@ def model_value_claim(run, c) -> dict[str, Any]:
     return _claim_row(c.id, c.method, c.text, held, tol, Figure(value, text), HOLDS if ok else FAILS, c.source)
 
 
-def model_claims_section(out: Path) -> list[str]:
+def model_claims_section(run) -> list[str]:
     """The verdicts of the claims file's model_value claims (the file is copied into the run directory first)."""
-    from .claims import RunData, load_claims, resolve_claims_path
+    from .claims import load_claims, resolve_claims_path
 
+    out = run.out
     copy = Path(out) / "claims.yaml"
     if not copy.exists():
         shutil.copyfile(resolve_claims_path(None), copy)
     cf = load_claims(copy)
-    run = RunData.load(out)
     rows = [model_value_claim(run, c) for c in cf.claims if c.check == "model_value"]
     if not rows:
         return []

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .encoder import EncoderConfig, FeedForward
+from .encoder_config import EncoderConfig, FeedForward
 
 
 class SwitchFFN(nn.Module):
