@@ -470,6 +470,8 @@ def _figure_claim(run: RunData, c: Claim) -> dict[str, Any]:
         tol_text += f" ± {rt:.0%})"
         fig = selected_figure(run, c, c.where)
         ok = fig.value is not None and lo * (1 - rt) <= fig.value and (hi is None or fig.value <= hi * (1 + rt))
+        if fig.value is not None and hi is not None and fig.value > hi * (1 + rt):
+            fig.text += "; above the claimed range"
     else:
         held = f"{c.metric} ({c.benchmark}): {_where_text(c.where)} below {_where_text(c.against_where)}"
         tol_text = f"lower by > {c.margin:g}"

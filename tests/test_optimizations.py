@@ -241,3 +241,54 @@ benchmarks:
     assert all(v in ("holds", "does not hold") for k, v in verdicts.items() if k != "precision_fp16_speedup")
     for plot in ("kv_cache-speedup", "speculative-acceptance", "components-positions", "checkpointing-ratios"):
         assert (out / "plots" / f"{plot}.png").exists(), plot
+
+
+# ---- claims: the `figure` and `compare` checks ---------------------------------------------------------------------
+
+def _claims_run(device="cpu"):
+    import pandas as pd
+
+    from harness.claims import RunData
+
+    base = {"benchmark": "q", "status": "ok", "device": device, "mode": "fp32"}
+    rows = [{**base, "metric": "compression_vs_fp16", "value": v, "variant": var, "seq_len": 64}
+            for var, v in (("int8", 1.97), ("int4", 3.5))]
+    rows += [{**base, "metric": "speedup", "value": v, "seq_len": n} for n, v in ((16, 0.9), (2048, 40.0))]
+    rows += [{**base, "metric": "bpb", "value": v, "variant": var, "seq_len": 64} for var, v in (("a", 3.0), ("b", 3.2))]
+    suite = {"benchmarks": [{"kind": "quantization", "name": "q"}]}
+    return RunData(pd.DataFrame(rows), suite, {})
+
+
+def _claim(**kw):
+    from harness.claims import Claim
+
+    return Claim(id="c", method="standard", text="t", benchmark="quantization", **kw)
+
+
+def test_figure_claims_select_rows_and_hold_them_to_a_range():
+    from harness.claims import ClaimsFile, check_claim
+
+    cf = ClaimsFile(methods=[])
+    run = _claims_run()
+    v = lambda c: check_claim(run, c, cf)["verdict"]  # noqa: E731
+    assert v(_claim(check="figure", metric="compression_vs_fp16", where={"variant": "int8"}, range=(2, 2),
+                    relative_tolerance=0.1)) == "holds"
+    assert v(_claim(check="figure", metric="compression_vs_fp16", where={"variant": "int4"}, range=(4, 4),
+                    relative_tolerance=0.1)) == "does not hold"  # 3.5 < 3.6
+    assert v(_claim(check="figure", metric="speedup", range=(2, None), relative_tolerance=0.0)) == "holds"  # longest
+    assert v(_claim(check="figure", metric="speedup", select="min", range=(2, None),
+                    relative_tolerance=0.0)) == "does not hold"
+    row = check_claim(run, _claim(check="figure", metric="compression_vs_fp16", where={"variant": "int2"},
+                                  range=(8, 8), relative_tolerance=0.1), cf)
+    assert row["verdict"] == "not measurable here" and "variant=int2" in row["why"]
+    assert v(_claim(check="compare", metric="bpb", where={"variant": "a"}, against_where={"variant": "b"},
+                    margin=0.0)) == "holds"
+    assert v(_claim(check="compare", metric="bpb", where={"variant": "b"}, against_where={"variant": "a"},
+                    margin=0.0)) == "does not hold"
+    gpu_only = _claim(check="figure", metric="compression_vs_fp16", where={"variant": "int8"}, range=(2, 2),
+                      relative_tolerance=0.1, devices=["cuda"], device_reason="a GPU figure")
+    row = check_claim(run, gpu_only, cf)
+    assert row["verdict"] == "not measurable here" and "a GPU figure" in row["why"]
+    assert check_claim(_claims_run("cuda:0"), gpu_only, cf)["verdict"] == "holds"
+    with pytest.raises(ValueError, match="needs"):
+        _claim(check="compare", metric="bpb", where={"variant": "a"}, margin=0.0)
