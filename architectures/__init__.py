@@ -5,6 +5,9 @@ from .registry import (DuplicateNameError, Registry, UnknownNameError, create_mi
 from .spec import MODES, MixerSpec, Paper
 
 from . import mixers  # noqa: E402,F401  (registers the zoo)
+from .plugins import load_plugins  # noqa: E402
+
+load_plugins()  # mixers and models of installed plugin packages (entry points; architectures.plugins)
 
 __all__ = [
     "Mixer", "State", "measured_state_bytes", "MixerSpec", "Paper", "MODES", "Registry", "UnknownNameError",

@@ -18,6 +18,7 @@ measurable here`` (with why).
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .analysis import (INCONCLUSIVE, interval_verdict, ok_metric, quality_table, scaling_fits, verdict,
                        with_train_seed)
-from .env import REPO_ROOT
+from .env import REPO_ROOT, data_dir
 
 if TYPE_CHECKING:
     from .report.run import RunData
 
-DEFAULT_CLAIMS = REPO_ROOT / "claims" / "guide.yaml"
+DEFAULT_CLAIMS = data_dir("claims") / "guide.yaml"
 HOLDS, FAILS, NOT_MEASURABLE = "holds", "does not hold", "not measurable here"
 # INCONCLUSIVE ("inconclusive at this budget"): a figure with a spread over seeds that straddles the tolerance edge
 
@@ -137,12 +138,57 @@ def resolve_claims_path(path: str | Path | None) -> Path:
     if not path:
         return DEFAULT_CLAIMS
     path = Path(path)
-    return path if path.is_absolute() else REPO_ROOT / path
+    if path.is_absolute():
+        return path
+    if path.parts[0] == "claims":  # the shipped claims directory (a source checkout's, or the package data)
+        return data_dir("claims").joinpath(*path.parts[1:])
+    return REPO_ROOT / path
 
 
-def load_claims(path: str | Path | None = None) -> ClaimsFile:
+def table_cells(raw: dict, specs: dict[str, dict]) -> dict:
+    """The claims file with each method's Master Comparison Table cells filled in from its mixer's spec
+    (``MixerSpec``, the one source of the guide's cells; ``specs``: name -> ``MixerSpec.as_dict()``): time and
+    memory as written and as exponents (memory: the prefill exponent, or the decode-state exponent where
+    ``measured_as: decode_state``), quality as written with its percent and kind ("~X%": approx, "X%+":
+    at_least). What the file states is kept: its methods carry only what the spec cannot say (the guide's name,
+    ``measured_as``, a quality ``kind: reference`` or ``tolerance``), a run's ``claims.yaml`` carries every cell."""
+    out = copy.deepcopy(raw)
+    for row in out.get("methods") or []:
+        spec = specs.get(row.get("method"))
+        if spec is None:
+            continue  # validation then names what is missing
+        time, memory, quality = (row.setdefault(k, {}) for k in ("time", "memory", "quality"))
+        time.setdefault("as_written", spec["claimed_time"])
+        time.setdefault("exponent", spec["time_exponent"])
+        memory.setdefault("as_written", spec["claimed_memory"])
+        decode = memory.get("measured_as") == "decode_state"
+        memory.setdefault("exponent", spec["state_exponent"] if decode else spec["memory_exponent"])
+        text = spec.get("claimed_quality")
+        quality.setdefault("as_written", text)
+        if text:
+            quality.setdefault("percent", float(text.strip("~%+ ")))
+            quality.setdefault("kind", "at_least" if text.rstrip().endswith("+") else "approx")
+    return out
+
+
+def registry_specs(names) -> dict[str, dict]:
+    import architectures
+
+    return {n: architectures.get_mixer(n).spec.as_dict() for n in names if n in architectures.list_mixers()}
+
+
+def load_claims(path: str | Path | None = None, specs: dict[str, dict] | None = None) -> ClaimsFile:
+    """A claims file, validated, with the table's cells from ``specs`` (default: the registered mixers' specs)."""
     path = resolve_claims_path(path)
-    return ClaimsFile.model_validate(yaml.safe_load(path.read_text()))
+    raw = yaml.safe_load(path.read_text()) or {}
+    if specs is None:
+        specs = registry_specs([m.get("method") for m in raw.get("methods") or []])
+    return ClaimsFile.model_validate(table_cells(raw, specs))
+
+
+def dump_claims(cf: ClaimsFile, path: Path) -> None:
+    """Write a claims file with every cell stated (what a run keeps: its report needs no registry)."""
+    path.write_text(yaml.safe_dump(cf.model_dump(mode="json", exclude_none=True), sort_keys=False, width=120))
 
 
 # ---- the run's figures --------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from .env import REPO_ROOT
+from .env import data_dir
 
-SUITES_DIR = REPO_ROOT / "suites"
+SUITES_DIR = data_dir("suites")
 
 
 def _suite_path(arg: str) -> Path:
@@ -24,12 +24,14 @@ def cmd_list(args) -> int:
     import architectures
 
     if args.what == "mixers":
+        from architectures.plugins import ORIGIN
+
         rows = []
         for name in architectures.list_mixers(args.pattern):
             if name.startswith("_"):
                 continue
             s = architectures.get_mixer(name).spec
-            rows.append({"mixer": name, "family": s.family, "paper": f"{s.paper.title[:48]} ({s.paper.year}, "
+            rows.append({"mixer": name, **({"plugin": ORIGIN.get(name, "-")} if ORIGIN else {}), "family": s.family, "paper": f"{s.paper.title[:48]} ({s.paper.year}, "
                          f"arXiv:{s.paper.arxiv})", "time": s.claimed_time or "-", "memory": s.claimed_memory or "-",
                          "exp t/mem/state": "/".join("-" if e is None else f"{e:g}" for e in
                                                     (s.time_exponent, s.memory_exponent, s.state_exponent)),
@@ -52,7 +54,7 @@ def cmd_list(args) -> int:
             except yaml.YAMLError:
                 meta = {"description": "(invalid YAML)"}
             desc = " ".join(str(meta.get("description", "")).split())
-            rows.append({"suite": str(path.relative_to(REPO_ROOT)), "description": desc[:100]})
+            rows.append({"suite": path.stem, "file": str(path), "description": desc[:100]})
         _print_table(rows)
     return 0
 
@@ -102,7 +104,7 @@ def cmd_run(args) -> int:
     if out is None:
         if args.resume:
             raise ValueError("--resume needs the run directory: --resume OUT (or --out OUT --resume)")
-        out = REPO_ROOT / "results" / f"{suite.suite}-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = Path.cwd() / "results" / f"{suite.suite}-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:
         cells = plan(suite, device, args.only)
         for c in cells:
@@ -127,8 +129,23 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report.build import write_report
 
-    print(write_report(args.out))
+    formats = {"md": ("md",), "html": ("md", "html"), "all": ("md", "html")}[args.format]
+    path = write_report(args.out, formats)
+    print(path)
+    if "html" in formats:
+        print(path.parent / "report.html")
     return 0
+
+
+def cmd_check_mixer(args) -> int:
+    """The fidelity kit (harness.testing) on one registered mixer, e.g. a plugin's."""
+    from .testing import check_mixer
+
+    results = check_mixer(args.name, args.impl)
+    _print_table([{"check": r.check, "result": r.status, "detail": r.message} for r in results])
+    failed = [r.check for r in results if r.status == "failed"]
+    print(f"\n{args.name}: " + (f"FAILED {', '.join(failed)}" if failed else "every applicable check passed"))
+    return 1 if failed else 0
 
 
 def cmd_compare(args) -> int:
@@ -179,8 +196,12 @@ def cmd_lm_eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness",
+    from . import __version__
+
+    name = Path(sys.argv[0]).name
+    p = argparse.ArgumentParser(prog="python -m harness" if name in ("__main__.py", "-c", "") else name,
                                 description="Benchmark and compare attention methods (transformer-bench).")
+    p.add_argument("--version", action="version", version=f"%(prog)s (transformer-bench) {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list registered mixers, benchmark kinds or suites")
@@ -190,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run a suite")
     s.add_argument("suite", help="suite YAML path, or a name in suites/")
-    s.add_argument("--out", help="output directory (default: results/<suite>-<device>-<time>)")
+    s.add_argument("--out", help="output directory (default: ./results/<suite>-<device>-<time>, under the current directory)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     s.add_argument("--only", help="glob over the suite's mixer labels/names")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="OUT",
@@ -206,9 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.9; 0 = no cap)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("report", help="(re)build OUT/report.md and plots from a run directory")
+    s = sub.add_parser("report", help="(re)build OUT/report.md, OUT/report.html and plots from a run directory")
     s.add_argument("out")
+    s.add_argument("--format", choices=["md", "html", "all"], default="all",
+                   help="md: report.md and plots; html: also report.html (self-contained, interactive); "
+                        "all (default): both")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("check-mixer", help="run the fidelity kit on a mixer (oracle, causality, decode, state bytes, "
+                                           "gradients, dtypes); exit 1 on a failure")
+    s.add_argument("name", help="a registered mixer, e.g. one a plugin package registers")
+    s.add_argument("--impl", help="implementation (default: the spec's default)")
+    s.set_defaults(func=cmd_check_mixer)
 
     s = sub.add_parser("compare", help="compare deterministic figures; exit 1 on a regression")
     s.add_argument("base", help="baseline results.jsonl or run directory")

@@ -16,6 +16,14 @@ from .device import device_info
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def data_dir(name: str) -> Path:
+    """The repository's ``suites/`` or ``claims/``: in a source checkout the directory itself (edit it there); in an
+    installed package its copy shipped as package data (``harness/_suites``, ``harness/_claims``: pyproject.toml
+    maps the top-level directories to these packages)."""
+    tree = REPO_ROOT / name
+    return tree if tree.is_dir() else Path(__file__).resolve().parent / f"_{name}"
+
+
 def package_version() -> str:
     try:
         return metadata.version("transformer-bench")

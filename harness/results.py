@@ -59,3 +59,34 @@ def load_results(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no results at {path}")
     return pd.DataFrame(read_rows(path))
+
+
+# Column types of the tidy table (``harness.load_results``); columns a kind adds keep pandas' inferred type.
+INT_COLUMNS = ("seq_len", "batch", "d_model", "n_heads", "seed", "threads", "n_pairs", "eval_len")
+FLOAT_COLUMNS = ("value", "lr", "q1_s", "q3_s", "iqr_s")
+CATEGORY_COLUMNS = ("suite", "benchmark", "kind", "mixer", "mixer_name", "impl", "mode", "dtype", "device", "metric",
+                    "unit", "status")
+
+
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows with typed columns: nullable integers for the cell's sizes, floats for values, categories for
+    names and statuses (``status`` with every status as a category, ok first), booleans for ``best``, a UTC
+    timestamp for ``time_utc``."""
+    df = df.copy()
+    for columns, dtype in ((INT_COLUMNS, "Int64"), (FLOAT_COLUMNS, "float64")):
+        for c in columns:
+            if c in df:
+                try:  # a column holding something else than numbers keeps its values (never coerced to NaN)
+                    df[c] = pd.to_numeric(df[c], errors="raise").astype(dtype)
+                except (ValueError, TypeError):
+                    pass
+    for c in CATEGORY_COLUMNS:
+        if c in df:
+            df[c] = df[c].astype("category")
+    if "status" in df:
+        df["status"] = df["status"].cat.set_categories(STATUSES)
+    if "best" in df:
+        df["best"] = df["best"].astype("boolean")
+    if "time_utc" in df:
+        df["time_utc"] = pd.to_datetime(df["time_utc"], utc=True, errors="coerce")
+    return df

@@ -17,7 +17,7 @@ def section(run: "RunData", entry: "BenchmarkEntry") -> list[str]:
     if not copy.exists():
         return ["## The guide's Master Comparison Table, measured", "",
                 f"_(no claims.yaml in {run.out}: it is copied there when a run starts)_", ""]
-    cf = load_claims(copy)
+    cf = load_claims(copy, run.specs)
     methods, claims = evaluate(run, cf)
     claims.to_csv(run.out / "claims.csv", index=False)
     t = cf.tolerances

@@ -50,7 +50,8 @@ def section(run: RunData, entry: BenchmarkEntry) -> list[str]:
                                                          zip(failed["mixer"], failed["status"])) + ".", ""]
     best = sub[(sub["status"] == "ok") & (sub["metric"] == "val_bpb") & (sub["best"] == True)]  # noqa: E712
     path = run.plots / f"{entry.label}-curves.png"
-    if curves_plot(best, run.out, path, f"{entry.label}: training loss (line, smoothed) and validation bpb (dots)"):
+    if curves_plot(best, run.out, path, f"{entry.label}: training loss (line, smoothed) and validation bpb (markers)",
+                   run.specs):
         lines += [f"![{entry.label} loss curves](plots/{path.name})", ""]
     return lines
 

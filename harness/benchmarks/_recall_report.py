@@ -133,6 +133,7 @@ def section(run: RunData, entry: BenchmarkEntry, keys: list[str], plots: list[Ac
     lines += every_lr(rows, keys)
     for p in plots:
         path = run.plots / f"{entry.label}-{p.tag}.png"
-        if accuracy_plot(p.data, p.x, [f for f in p.facet if f in p.data], path, p.title, p.logx, vline=p.vline):
+        if accuracy_plot(p.data, p.x, [f for f in p.facet if f in p.data], path, p.title, p.logx, vline=p.vline,
+                         specs=run.specs):
             lines += [f"![{entry.label} {p.tag}](plots/{path.name})", ""]
     return lines

@@ -55,7 +55,7 @@ def section(run: RunData, entry: BenchmarkEntry) -> list[str]:
     lines += ["### Plots", ""]
     for metric, modes, tag in PLOTS:
         path = run.plots / f"{entry.label}-{tag}.png"
-        if scaling_plot(rows, fits, metric, modes, path, f"{entry.label}: {metric} vs n"):
+        if scaling_plot(rows, fits, metric, modes, path, f"{entry.label}: {metric} vs n", run.specs):
             lines += [f"![{entry.label} {tag}](plots/{path.name})", ""]
     return lines
 

@@ -59,9 +59,21 @@ def markdown(run: RunData) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: str | Path) -> Path:
-    """Write ``OUT/report.md`` (and its plots under ``OUT/plots``); returns its path."""
+FORMATS = ("md", "html")
+
+
+def write_report(out: str | Path, formats: tuple[str, ...] = FORMATS) -> Path:
+    """Write ``OUT/report.md`` with its plots under ``OUT/plots`` and, with "html", the self-contained
+    ``OUT/report.html`` beside it (``harness.report.html``); returns the path of report.md."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown report format(s) {sorted(unknown)}; expected some of {list(FORMATS)}")
     run = RunData.load(out)
+    text = markdown(run)
     path = run.out / "report.md"
-    path.write_text(markdown(run))
+    path.write_text(text)  # always: the plots and the HTML are made with it
+    if "html" in formats:
+        from .html import write_html
+
+        write_html(run.out, text, f"{run.suite.suite} report")
     return path

@@ -1,0 +1,1 @@
+"""An example transformer-bench plugin (see README.md)."""
