@@ -209,3 +209,30 @@ def test_every_planned_training_cell_builds_its_mixer(name):
         causal = c.mode != "masked_lm"
         with torch.device("meta"):
             architectures.create_mixer(c.mixer_name, c.d_model, c.n_heads, causal=causal, **c.hparams)
+
+
+def test_recall_gap_verdict_follows_the_spread_over_seeds():
+    """The `below` claim (a method's MQAR accuracy under a reference's by more than a margin) over seeds."""
+    from harness.claims import Claim, _below
+
+    class Run:  # the two methods RunData offers that the check reads
+        def __init__(self, df):
+            self.df = df
+
+        def rows_of_kind(self, kind):
+            return self.df
+
+        def entries(self, kind):
+            return [kind]
+
+    def rows(mixer, accs):
+        return [{"benchmark": "mqar", "mixer": mixer, "status": "ok", "metric": "accuracy", "value": a, "best": True,
+                 "lr": 1e-3, "seq_len": 64, "n_pairs": 4, "d_model": 64, "seed": 0, "train_seed": s}
+                for s, a in enumerate(accs)]
+    claim = Claim(id="weaker", method="mamba", text="", check="below", benchmark="mqar", metric="accuracy",
+                  against="standard", margin=0.05)
+    verdict = lambda m, s: _below(Run(pd.DataFrame(rows("mamba", m) + rows("standard", s))), claim)["verdict"]  # noqa
+    assert verdict([0.5, 0.6], [0.99, 1.0]) == HOLDS
+    assert verdict([0.97, 0.99], [0.99, 1.0]) == FAILS  # gap 0.00..0.03
+    assert verdict([0.90, 0.97], [0.99, 1.0]) == INCONCLUSIVE  # gap 0.02..0.10 straddles the 0.05 margin
+    assert verdict([0.9], [1.0]) == HOLDS  # one seed: a plain verdict
