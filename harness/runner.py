@@ -9,6 +9,7 @@ have no committed rows. ``OUT/.lock`` keeps a second run out of a directory in u
 """
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import time
@@ -31,6 +32,9 @@ from .executors.cell import CellTimeout, failure, time_budget  # noqa: F401 - re
 from .lock import LockHeld, RunLock
 from .measure import measure_matmul_peak
 from .results import commit_cell, read_journal, set_aside_torn_tail, start_journal
+
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
 
 
 class RunError(Exception):
@@ -129,7 +133,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
     except ExecutorError as err:
         raise RunError(str(err)) from None
     except OSError as err:
-        if err.filename is None and err.errno is None:
+        if err.errno not in WRITE_ERRORS:
             raise
         raise RunError(f"cannot write the run's files in {out}: {err.strerror or err}"
                        + (f" ({err.filename})" if err.filename else "")) from None
@@ -155,7 +159,7 @@ def _open_journal(out: Path, resume: bool) -> set[str]:
 
 
 def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[Cell], *, suite_path, only,
-                     resume: bool, cpu_allocator: str, memory_cap: str, threads_default: int) -> dict:
+                     resume: bool, cpu_allocator: str, memory_cap: str) -> dict:
     """env.json, suite.yaml and specs.json; returns env (with run_id and the matmul peaks)."""
     env_path = out / "env.json"
     old_env = json.loads(env_path.read_text()) if resume and env_path.exists() else {}
@@ -227,7 +231,7 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
 
     torch.set_num_threads(threads_for(None))
     env = _write_run_files(suite, out, device, cells, suite_path=suite_path, only=only, resume=resume,
-                           cpu_allocator=cpu_allocator, memory_cap=memory_cap, threads_default=default_threads)
+                           cpu_allocator=cpu_allocator, memory_cap=memory_cap)
     failed_at = _failed_series(cells, read_journal(results_path).rows)
     entries = {e.label: e for e in suite.benchmarks}
     summary = RunSummary(out=out, cells=len(cells), ran=0, reused=len([c for c in cells if c.cell_id in done]),
