@@ -62,6 +62,20 @@ class Slow(_Base):
 
 FIXTURES = {"_fault_ok": _Base, "_fault_segfault": Segfault, "_fault_exit": Exits, "_fault_hard_exit": HardExit,
             "_fault_deadlock": DeadlockInC, "_fault_slow": Slow}
-for _name, _cls in FIXTURES.items():
-    if _name not in MIXERS:
-        register_mixer(_name, spec=SPEC)(type(_cls.__name__, (_cls,), {}))
+
+
+def register() -> None:
+    """Register the fixtures (idempotent). Importing the module does it: that is how a worker gets them."""
+    for name, cls in FIXTURES.items():
+        if name not in MIXERS:
+            register_mixer(name, spec=SPEC)(type(cls.__name__, (cls,), {}))
+
+
+def unregister() -> None:
+    """Take them out again, so that registry-wide tests (which would run a deadlocking mixer) never see them."""
+    for name in FIXTURES:
+        if name in MIXERS:
+            MIXERS.unregister(name)
+
+
+register()

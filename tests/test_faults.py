@@ -13,13 +13,23 @@ from pathlib import Path
 
 import pytest
 
-import tests.fault_mixers  # noqa: F401 - registers the _fault_* mixers
 from harness.cli import main
 from harness.config import Suite
 from harness.device import resolve_device
 from harness.lock import RunLock
 from harness.results import read_journal, read_rows
 from harness.runner import RunError, run_suite
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fault_mixers():
+    """The _fault_* mixers exist only while this module's tests run (registry-wide tests elsewhere must not run a
+    deadlocking or segfaulting mixer)."""
+    from tests import fault_mixers
+
+    fault_mixers.register()
+    yield
+    fault_mixers.unregister()
 
 CPU = resolve_device("cpu")
 REPO = Path(__file__).resolve().parents[1]

@@ -13,12 +13,23 @@ import pytest
 
 pytest.importorskip("ray")
 
-import tests.fault_mixers  # noqa: E402,F401 - the _fault_* mixers, here and (via --plugin) in the Ray workers
 from harness.compare import compare  # noqa: E402
 from harness.suites import load_suite  # noqa: E402
 from harness.device import resolve_device  # noqa: E402
 from harness.results import read_rows  # noqa: E402
 from harness.runner import run_suite  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fault_mixers():
+    """The _fault_* mixers exist only while this module's tests run (registry-wide tests elsewhere must not run a
+    deadlocking or segfaulting mixer)."""
+    from tests import fault_mixers
+
+    fault_mixers.register()
+    yield
+    fault_mixers.unregister()
+
 
 REPO = Path(__file__).resolve().parents[1]
 # Ray replaces 127.0.0.1 with the machine's routable address unless it believes clusters are off (its switch for
