@@ -31,6 +31,7 @@ def _fault_mixers():
     yield
     fault_mixers.unregister()
 
+
 CPU = resolve_device("cpu")
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "max_time_s": 0.2}
