@@ -81,14 +81,12 @@ class Reformer(Mixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qk, v = self._qkv(x)
-        o = lsh_attention(qk, v, lsh_hash(qk, self.rotations), chunk_size=self.chunk_size, causal=self.causal,
-                          n_buckets=self.n_buckets)
+        o = lsh_attention(qk, v, lsh_hash(qk, self.rotations), chunk_size=self.chunk_size, causal=self.causal)
         return self._out(o)
 
     def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, State]:
         qk, v = self._qkv(x)
-        o = lsh_attention(qk, v, lsh_hash(qk, self.rotations), chunk_size=self.chunk_size, causal=True,
-                          n_buckets=self.n_buckets)
+        o = lsh_attention(qk, v, lsh_hash(qk, self.rotations), chunk_size=self.chunk_size, causal=True)
         return self._out(o), {"qk": qk, "v": v, "pos": x.shape[1]}
 
     def init_state(self, batch: int) -> State:

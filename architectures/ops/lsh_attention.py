@@ -25,9 +25,8 @@ reproduce the forward. Counting chunks from the start of each bucket keeps the p
 and the previous one: its P_i restricted by the chunk window) and makes the pattern depend on the past only. The two
 coincide when every bucket holds exactly one chunk and the reference looks back zero chunks (tests/test_reformer.py).
 
-Cost: the sort is O(n log n); after it, each bucket is padded to whole chunks (at most n + n_buckets * chunk_size
-slots) and a chunk sees its own block and the previous one (and the next when not causal), so attention is
-O((n + n_buckets * chunk_size) * 2 * chunk_size * d) per round, never an n x n matrix.
+Cost: the sort is O(n log n); after it, query chunk g can only see keys in global chunks g-2..g (g+1 when not
+causal), so attention is computed on those blocks: O(n * 3 * chunk_size * d) per round, never an n x n matrix.
 ``naive_lsh_attention`` is the oracle loop; ``lsh_attention`` the blocked form; both take the buckets as input.
 """
 from __future__ import annotations
@@ -107,80 +106,52 @@ def _windows(x: torch.Tensor, chunk_size: int, before: int, after: int, fill) ->
     return torch.cat([x[:, :, :, i:i + n] for i in range(before + after + 1)], dim=4)  # (B, H, R, n, W, *F)
 
 
-def _bucket_layout(buckets: torch.Tensor, chunk_size: int, n_buckets: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """buckets (B, H, R, T) -> (slot of each position (B, H, R, T), its chunk within its bucket (B, H, R, T), the
-    position held by each slot (B, H, R, L), -1 for padding; L). The layout: buckets in order, each padded to whole
-    chunks, tokens of a bucket in position order, so a token's slot is (start of its bucket) + (its rank in the
-    bucket) and its chunk within the bucket is a chunk of the layout. L = (ceil(T / C) + min(n_buckets, T)) * C
-    bounds the padded length whatever the buckets are, so the shapes never depend on the data."""
-    B, H, R, T = buckets.shape
-    C = chunk_size
-    L = (-(-T // C) + min(n_buckets, T)) * C
-    pos = torch.arange(T, device=buckets.device)
-    order = torch.argsort(buckets * T + pos, dim=-1)  # (B, H, R, T): positions sorted by (bucket, position)
-    sorted_buckets = buckets.gather(-1, order)
-    first = torch.ones_like(sorted_buckets, dtype=torch.bool)
-    first[..., 1:] = sorted_buckets[..., 1:] != sorted_buckets[..., :-1]  # a bucket starts at this sorted index
-    rank = pos - torch.where(first, pos, 0).cummax(dim=-1).values  # (B, H, R, T): rank within the bucket
-    sizes = torch.zeros(B, H, R, n_buckets, dtype=torch.long, device=buckets.device)
-    sizes.scatter_add_(-1, buckets, torch.ones_like(buckets))  # tokens per bucket
-    padded = -(-sizes // C) * C
-    start = padded.cumsum(-1) - padded  # (B, H, R, n_buckets): first slot of each bucket (integers: exact)
-    sorted_slot = start.gather(-1, sorted_buckets) + rank  # (B, H, R, T)
-    slot = torch.empty_like(sorted_slot).scatter_(-1, order, sorted_slot)  # by position
-    chunk = torch.empty_like(rank).scatter_(-1, order, rank // C)  # by position
-    source = torch.full((B, H, R, L), -1, dtype=torch.long, device=buckets.device)
-    source.scatter_(-1, slot, pos.expand(B, H, R, T).contiguous())  # position held by each slot
-    return slot, chunk, source, L
-
-
-def lsh_attention(qk: torch.Tensor, v: torch.Tensor, buckets: torch.Tensor, *, chunk_size: int, causal: bool,
-                  n_buckets: int | None = None) -> torch.Tensor:
-    """Blocked form. qk: (B, T, H, D); v: (B, T, H, Dv); buckets: (B, T, H, R) in [0, n_buckets) -> (B, T, H, Dv).
-    Pass ``n_buckets`` (the mixer does): without it the largest bucket present is used, and the padded length then
-    depends on the data.
-
-    Each round lays its tokens out bucket by bucket, every bucket padded to whole chunks (``_bucket_layout``), so a
-    query's chunk within its bucket is a block of the layout and its window (the previous chunk of its bucket and its
-    own) is the previous block and its own, at columns fixed by the ranks of the keys in the bucket. Nothing a later
-    token does moves an earlier key's column, so the sums of a past query run in the same order and its output is
-    bitwise unchanged when future tokens change (the layout of the globally sorted sequence would shift by the
-    number of later tokens in earlier buckets, and the rounding with it)."""
+def lsh_attention(qk: torch.Tensor, v: torch.Tensor, buckets: torch.Tensor, *, chunk_size: int, causal: bool
+                  ) -> torch.Tensor:
+    """Blocked form. qk: (B, T, H, D); v: (B, T, H, Dv); buckets: (B, T, H, R) -> (B, T, H, Dv)."""
     B, T, H, D = qk.shape
     R = buckets.shape[-1]
     C = chunk_size
-    n_buckets = int(buckets.max()) + 1 if n_buckets is None else n_buckets
+    n = -(-T // C)
+    Tp = n * C
     dev = qk.device
-    b_h = buckets.permute(0, 2, 3, 1)  # (B, H, R, T)
-    slot, chunk, source, L = _bucket_layout(b_h, C, n_buckets)  # (B, H, R, T) x 2, (B, H, R, L)
-    n = L // C
+    buckets = buckets.permute(0, 2, 3, 1)  # (B, H, R, T)
+    pos = torch.arange(T, device=dev)
+    # ---- sort by (bucket, position): the O(n log n) step; then each token's chunk within its bucket -------------
+    order = torch.argsort(buckets * T + pos, dim=-1)  # (B, H, R, T): positions in sorted order
+    sorted_buckets = buckets.gather(-1, order)
+    slot = pos  # sorted slots are numbered like positions
+    first = torch.ones_like(sorted_buckets, dtype=torch.bool)
+    first[..., 1:] = sorted_buckets[..., 1:] != sorted_buckets[..., :-1]  # a bucket starts at this slot
+    start = torch.where(first, slot, 0).cummax(dim=-1).values  # first slot of each slot's bucket
+    rank = slot - start  # (B, H, R, T): rank within the bucket, by slot
     # code = bucket * M + chunk, M > number of chunks + 1: j is in i's window of a round iff 0 <= code_i - code_j <= 1
     M = n + 2
-    code = (b_h * M + chunk).int()  # (B, H, R, T) by position
-    # ---- gather into the layout ----------------------------------------------------------------------------------
-    valid_slot = source >= 0  # (B, H, R, L)
-    idx = source.clamp(min=0)
+    sorted_code = (sorted_buckets * M + rank // C).int()
+    code = torch.empty_like(sorted_code).scatter_(-1, order, sorted_code)  # (B, H, R, T) by position
+    # ---- gather into sorted order, pad to whole chunks ----------------------------------------------------------
+    pad = Tp - T
     keys = normalize_keys(qk)
-
-    def lay_out(x: torch.Tensor) -> torch.Tensor:  # (B, T, H, F) -> (B, H, R, L, F), zeros in padding slots
-        xh = x.permute(0, 2, 1, 3)[:, :, None].expand(B, H, R, T, x.shape[-1])
-        out = xh.gather(3, idx[..., None].expand(B, H, R, L, x.shape[-1]))
-        return out.masked_fill(~valid_slot[..., None], 0.0)
-
-    sq, sk, sv = lay_out(qk), lay_out(keys), lay_out(v)
-    spos = torch.where(valid_slot, source, -1)  # (B, H, R, L)
-    # codes of every round, read at this round's slots: (B, H, R, L, R') for the duplicate count
-    scodes = torch.stack([code[:, :, r2, None].expand(B, H, R, T).gather(-1, idx) for r2 in range(R)], dim=-1)
-    scodes = scodes.masked_fill(~valid_slot[..., None], -10)
+    qk_h, keys_h, v_h = (t.permute(0, 2, 1, 3) for t in (qk, keys, v))  # (B, H, T, D)
+    idx = order[..., None]  # (B, H, R, T, 1)
+    sq = qk_h[:, :, None].expand(B, H, R, T, D).gather(3, idx.expand(B, H, R, T, D))  # (B, H, R, T, D) sorted
+    sk = keys_h[:, :, None].expand(B, H, R, T, D).gather(3, idx.expand(B, H, R, T, D))
+    sv = v_h[:, :, None].expand(B, H, R, T, v.shape[-1]).gather(3, idx.expand(B, H, R, T, v.shape[-1]))
+    spos = order
+    # codes of every round, read at this round's sorted slots: (B, H, R, T, R') for the duplicate count
+    scodes = torch.stack([code[:, :, r2, None].expand(B, H, R, T).gather(-1, order) for r2 in range(R)], dim=-1)
+    if pad:
+        sq, sk, sv = (torch.cat([t, t.new_zeros(B, H, R, pad, t.shape[-1])], dim=3) for t in (sq, sk, sv))
+        spos = torch.cat([spos, spos.new_full((B, H, R, pad), -1)], dim=3)
+        scodes = torch.cat([scodes, scodes.new_full((B, H, R, pad, R), -10)], dim=3)
     after = 0 if causal else 1
     q_c = sq.view(B, H, R, n, C, D)  # (B, H, R, n, C, D)
     qpos = spos.view(B, H, R, n, C)
     qcodes = scodes.view(B, H, R, n, C, R)
-    k_w = _windows(sk, C, 1, after, 0.0)  # (B, H, R, n, W, D), W = (2 + after) * C
-    v_w = _windows(sv, C, 1, after, 0.0)
-    kpos = _windows(spos[..., None], C, 1, after, -1)[..., 0]  # (B, H, R, n, W)
-    kcodes = _windows(scodes, C, 1, after, -10)  # (B, H, R, n, W, R')
+    k_w = _windows(sk, C, 2, after, 0.0)  # (B, H, R, n, W, D), W = (3 + after) * C
+    v_w = _windows(sv, C, 2, after, 0.0)
+    kpos = _windows(spos[..., None], C, 2, after, -1)[..., 0]  # (B, H, R, n, W)
+    kcodes = _windows(scodes, C, 2, after, -10)  # (B, H, R, n, W, R')
     # ---- masks: each round's window, causality, validity; N_ij, the number of rounds whose window holds j ------
     valid = kpos[..., None, :] >= 0  # (B, H, R, n, 1, W)
     if causal:
@@ -203,8 +174,11 @@ def lsh_attention(qk: torch.Tensor, v: torch.Tensor, buckets: torch.Tensor, *, c
     probs = torch.exp(scores - lse[..., None])
     o = probs @ v_w  # (B, H, R, n, C, Dv)
     # ---- back to positions; combine the rounds by their logsumexp ------------------------------------------------
-    o = o.reshape(B, H, R, L, -1).gather(3, slot[..., None].expand(B, H, R, T, o.shape[-1]))  # (B, H, R, T, Dv)
-    lse = lse.reshape(B, H, R, L).gather(-1, slot)  # (B, H, R, T)
+    o = o.reshape(B, H, R, Tp, -1)[:, :, :, :T]  # (B, H, R, T, Dv) in sorted order
+    lse = lse.reshape(B, H, R, Tp)[..., :T]
+    inv = torch.argsort(order, dim=-1)  # slot of each position
+    o = o.gather(3, inv[..., None].expand(*inv.shape, o.shape[-1]))  # (B, H, R, T, Dv) by position
+    lse = lse.gather(-1, inv)
     weights = torch.softmax(lse, dim=2)  # (B, H, R, T): exp(z_r - logsumexp_r z_r)
     out = (weights[..., None] * o).sum(2)  # (B, H, T, Dv)
     return out.permute(0, 2, 1, 3)  # (B, T, H, Dv)
