@@ -21,7 +21,7 @@ FLOP convention (``FLOP_CONVENTION``, printed by the report):
 - ``flops``: the algorithmic FLOPs of the computation, the convention of the FlashAttention benchmarks (which halve
   the causal attention products): products over the (query, key) pairs the method's mask keeps. It is
   ``flops_executed`` less the work an op spends on score entries it computes and then masks, which the op reports
-  through ``architectures.flop_notes.masked_scores`` (exact attention: standard, gqa, mla, transformer_xl; the
+  through ``architectures.flop_notes.masked_scores`` (exact attention: standard, gqa, mla, alibi, transformer_xl; the
   block-local bands of sliding_window and longformer). ``standard`` and ``flash`` therefore have the same ``flops``
   and differ in ``flops_executed``. Ops that do not report (the strided / LSH / routing patterns, the intra-chunk
   products of the chunkwise linear-recurrent forms, SDPA's math backend) count their blocks as executed.

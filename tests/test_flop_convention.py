@@ -77,7 +77,7 @@ def test_standard_train_masked_work_backward():
     assert std.flops_executed > std.flops
 
 
-@pytest.mark.parametrize("name", ["gqa", "mla", "sliding_window", "longformer", "transformer_xl"])
+@pytest.mark.parametrize("name", ["gqa", "mla", "sliding_window", "longformer", "transformer_xl", "alibi"])
 def test_masking_mixers_report_their_masked_work(name):
     m = architectures.create_mixer(name, 64, 2, causal=True)
     x = torch.randn(1, 64, 64)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from .. import flop_notes
+
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
     """(H,) fp32 slopes: 2^(-8/H), 2^(-16/H), ... (the reference implementation's rule for any H)."""
@@ -55,5 +57,6 @@ def alibi_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal
     scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(D) + bias.to(q.dtype)  # (B, H, T, S)
     if causal:
         future = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
+        flop_notes.masked_scores(scores, discarded=future, d_qk=D, d_v=v.shape[-1])  # computed, then discarded
         scores = scores.masked_fill(future, float("-inf"))
     return torch.einsum("bhts,bshd->bthd", scores.softmax(dim=-1), v)  # (B, T, H, D)
