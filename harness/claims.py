@@ -445,11 +445,11 @@ def _where_text(where: dict | None) -> str:
 def selected_figure(run: RunData, c: Claim, where: dict | None) -> Figure:
     """The figure of a ``figure`` / ``compare`` claim: ``c.metric`` in the rows of ``c.benchmark`` matching
     ``where``, one value chosen by ``c.select`` (the longest seq_len, or the max / min)."""
-    rows = ok_metric(run.rows(c.benchmark), c.metric)
+    rows = ok_metric(run.rows_of_kind(c.benchmark), c.metric)
     for key, value in (where or {}).items():
         rows = rows[rows[key] == value] if not rows.empty and key in rows else rows.iloc[0:0]
     if rows.empty:
-        why = run.why_missing(c.benchmark, c.method) if not run.entries(c.benchmark) else \
+        why = why_missing(run, c.benchmark, c.method) if not run.entries(c.benchmark) else \
             f"no ok `{c.metric}` row with {_where_text(where) or 'any values'} in `{c.benchmark}`"
         return Figure(None, "-", reason=why)
     if c.select == "longest":
