@@ -63,17 +63,21 @@ def _model_rows(pattern: str) -> list[dict]:
     """One row per registered model preset; parameters counted on the meta device (no memory, seconds)."""
     from architectures.models import build_model, get_model, list_models
 
+    def size(n: float) -> str:
+        return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
     rows = []
     for name in list_models(pattern):
         p = get_model(name)
         model = build_model(name, "full", device="meta")
         total = model.num_params()
         active = model.active_params() if hasattr(model, "active_params") else total
+        ref = f"arXiv:{p.paper.arxiv}" if p.paper.arxiv[:1].isdigit() else p.paper.arxiv
         rows.append({"model": name, "family": p.family, "kind": p.kind,
-                     "paper": f"{p.paper.title[:44]} ({p.paper.year}, arXiv:{p.paper.arxiv})",
-                     "params": f"{total / 1e9:.2f}B" if total >= 1e9 else f"{total / 1e6:.1f}M",
-                     "active": f"{active / 1e9:.2f}B" if active >= 1e9 else f"{active / 1e6:.1f}M",
-                     "published": ", ".join(f"{k} {v / 1e9:g}B" for k, v in p.published.items()) or "-"})
+                     "paper": f"{p.paper.title[:44]} ({p.paper.year}, {ref})",
+                     "params": size(total), "active": size(active),
+                     "published": ", ".join(f"{'active ' if k == 'active_params' else ''}{size(v)}"
+                                            for k, v in p.published.items()) or "-"})
     return rows
 
 

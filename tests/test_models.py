@@ -312,3 +312,27 @@ def test_state_bytes_of_full_size_models_on_the_meta_device():
     mistral = build_model("mistral-7b", "full", device="meta")
     assert mistral.state_bytes(1, 32768, torch.float16) == 2 * 32 * 4095 * 8 * 128 * 2  # the window caps it
     assert isinstance(llama, CausalLM)
+
+
+def test_cli_lists_models_with_family_paper_and_counts(capsys):
+    from harness.cli import main
+
+    assert main(["list", "models", "mixtral*"]) == 0
+    out = capsys.readouterr().out
+    assert "mixtral-8x7b" in out and "Mixtral" in out and "arXiv:2401.04088" in out
+    assert "46.70B" in out and "12.88B" in out and "active 12.90B" in out
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3", "mistral-7b", "llama2-7b"])
+def test_full_size_forward_runs_on_meta_and_costs_two_flops_per_active_weight(name):
+    """FLOPs of the real forward on the meta device (no memory): at a short context a token costs ~2 FLOPs per
+    active weight (the input embedding is a lookup: no FLOPs); MoE layers route balanced on meta, k experts/token."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(name, "full", device="meta")
+    with FlopCounterMode(display=False) as counter:
+        logits = model(torch.zeros(1, 64, dtype=torch.long, device="meta"))
+    assert logits.shape == (1, 64, model.cfg.vocab_size)
+    per_token = counter.get_total_flops() / 64
+    matmul_weights = model.active_params() - model.embed.weight.numel()
+    assert 1.0 <= per_token / (2 * matmul_weights) < 1.02  # the rest: attention scores over 64 tokens

@@ -13,7 +13,7 @@ from . import hf
 from .decoder import CausalLM, DecoderConfig
 from .registry import ModelPreset, register_model
 
-GPT2 = Paper("Language Models are Unsupervised Multitask Learners", "none (OpenAI report)", 2019)  # not on arXiv
+GPT2 = Paper("Language Models are Unsupervised Multitask Learners", "OpenAI report", 2019)  # not on arXiv
 GPT3 = Paper("Language Models are Few-Shot Learners", "2005.14165", 2020)
 
 

@@ -123,7 +123,8 @@ def kimi_linear_config(cfg: DecoderConfig):
         tie_word_embeddings=cfg.tie_embeddings,
         layer_types=["full_attention" if m == "mla" else "linear_attention" for m in layers],
         mlp_layer_types=["sparse" if f == "moe" else "dense" for f in cfg.layer_ffns()],
-        linear_head_dim=kda["d_head"], linear_num_heads=cfg.n_heads, linear_conv_kernel_dim=kda.get("conv_size", 4))
+        linear_head_dim=kda["d_head"], linear_num_heads=cfg.n_heads, linear_conv_kernel_dim=kda.get("conv_size", 4),
+        pad_token_id=None, bos_token_id=None, eos_token_id=None)
 
 
 # ---- from a transformers config (object, or a local config.json) to ours ---------------------------------------
@@ -245,9 +246,13 @@ FROM_HF = {"llama": _from_llama, "mistral": _from_mistral, "mixtral": _from_mixt
 
 
 # ---- weight transplant: Hugging Face's state dict into ours ---------------------------------------------------------
-# Each rule: (regex on OUR parameter name, template of THEIR name, transform of their tensor). Layer i of ours is
+# Each rule: (regex on OUR parameter name, template of THEIR name (or a tuple of them), transform of their tensor(s));
+# the first matching rule whose names their model has wins (Jamba's `wo` is attention's o_proj or Mamba's out_proj). Layer i of ours is
 # layer i of theirs. Transforms: GPT-2's Conv1D stores (in, out), so its weights are transposed, and its fused c_attn
 # is split into q, k, v; fused expert gate_up_proj (E, 2F, D) is split into our w_gate (first F rows) and w_up.
+import torch  # noqa: E402  (the rules' transforms)
+
+
 def _rows(i: int, n: int, dim: int = 0) -> Callable:
     return lambda t: t.chunk(n, dim=dim)[i]
 
@@ -304,8 +309,43 @@ _MAMBA_RULES = [
     (r"layers\.(\d+)\.mixer\.(.*)", r"backbone.layers.\1.mixer.\2", None),  # same names: in_proj, conv1d, x_proj...
 ]
 
+_JAMBA_RULES = [
+    (r"embed\.weight", "model.embed_tokens.weight", None),
+    (r"norm\.weight", "model.final_layernorm.weight", None),
+    (r"head\.weight", "lm_head.weight", None),
+    (r"layers\.(\d+)\.norm1\.weight", r"model.layers.\1.input_layernorm.weight", None),
+    (r"layers\.(\d+)\.norm2\.weight", r"model.layers.\1.pre_ff_layernorm.weight", None),
+    (r"layers\.(\d+)\.mixer\.w([qkvo])\.weight", r"model.layers.\1.self_attn.\2_proj.weight", None),
+    (r"layers\.(\d+)\.mixer\.wo\.weight", r"model.layers.\1.mamba.out_proj.weight", None),
+    *[(rf"layers\.(\d+)\.mixer\.{n}_norm", rf"model.layers.\1.mamba.{n.lower()}_layernorm.weight", None)
+      for n in ("dt", "B", "C")],
+    (r"layers\.(\d+)\.mixer\.(.*)", r"model.layers.\1.mamba.\2", None),  # in_proj, conv1d, x_proj, dt_proj, A_log, D
+    (r"layers\.(\d+)\.ffn\.(gate|up|down)\.weight", r"model.layers.\1.feed_forward.\2_proj.weight", None),
+    (r"layers\.(\d+)\.ffn\.router\.weight", r"model.layers.\1.feed_forward.router.weight", None),
+    (r"layers\.(\d+)\.ffn\.w_gate", r"model.layers.\1.feed_forward.experts.gate_up_proj", _rows(0, 2, 1)),
+    (r"layers\.(\d+)\.ffn\.w_up", r"model.layers.\1.feed_forward.experts.gate_up_proj", _rows(1, 2, 1)),
+    (r"layers\.(\d+)\.ffn\.w_down", r"model.layers.\1.feed_forward.experts.down_proj", None),
+]
+
+_KDA = r"model.layers.\1.self_attn."
+_KIMI_RULES = [  # the KDA layers; MLA, MoE, norms and embeddings are DeepSeek's names
+    (r"layers\.(\d+)\.mixer\.wqkv\.weight", (_KDA + "q_proj.weight", _KDA + "k_proj.weight", _KDA + "v_proj.weight"),
+     lambda q, k, v: torch.cat([q, k, v], dim=0)),  # our fused (3 * H * Dh, D): q, k, v channels in that order
+    (r"layers\.(\d+)\.mixer\.conv\.weight", _KDA + "conv1d.weight", lambda t: t[:, 0]),  # (C, 1, W) -> (C, W)
+    (r"layers\.(\d+)\.mixer\.wbeta\.weight", _KDA + "b_proj.weight", None),
+    (r"layers\.(\d+)\.mixer\.wf1\.weight", _KDA + "forget_gate.f_a_proj.weight", None),
+    (r"layers\.(\d+)\.mixer\.wf2\.weight", _KDA + "forget_gate.f_b_proj.weight", None),
+    (r"layers\.(\d+)\.mixer\.A_log", _KDA + "forget_gate.A_log", lambda t: t.reshape(-1)),  # (1, 1, H, 1) -> (H,)
+    (r"layers\.(\d+)\.mixer\.dt_bias", _KDA + "forget_gate.dt_bias", None),
+    (r"layers\.(\d+)\.mixer\.wg1\.weight", _KDA + "g_a_proj.weight", None),
+    (r"layers\.(\d+)\.mixer\.wg2\.weight", _KDA + "g_b_proj.weight", None),
+    (r"layers\.(\d+)\.mixer\.norm_weight", _KDA + "o_norm.weight", None),
+    *_LLAMA_RULES,
+]
+
 TRANSPLANT_RULES = {"llama": _LLAMA_RULES, "mistral": _LLAMA_RULES, "mixtral": _LLAMA_RULES,
-                    "deepseek_v3": _LLAMA_RULES, "gpt2": _GPT2_RULES, "mamba": _MAMBA_RULES}
+                    "deepseek_v3": _LLAMA_RULES, "gpt2": _GPT2_RULES, "mamba": _MAMBA_RULES, "jamba": _JAMBA_RULES,
+                    "kimi_linear": _KIMI_RULES}
 
 
 def transplant(ours, theirs) -> None:
@@ -321,16 +361,18 @@ def transplant(ours, theirs) -> None:
     src = theirs.state_dict()
     used, new = set(), {}
     for name in ours.state_dict():
+        tried = []
         for pattern, template, fn in TRANSPLANT_RULES[kind]:
             if re.fullmatch(pattern, name):
-                key = re.sub(pattern, template, name)
-                if key not in src:
-                    raise KeyError(f"our {name} maps to their {key}, which their model does not have")
-                new[name] = src[key] if fn is None else fn(src[key])
-                used.add(key)
+                keys = [re.sub(pattern, t, name) for t in ((template,) if isinstance(template, str) else template)]
+                if any(k not in src for k in keys):  # e.g. an attention rule on a Mamba layer: try the next rule
+                    tried += keys
+                    continue
+                new[name] = src[keys[0]] if fn is None else fn(*(src[k] for k in keys))
+                used.update(keys)
                 break
         else:
-            raise KeyError(f"no transplant rule for our {name} (model_type {kind})")
+            raise KeyError(f"no transplant rule for our {name} (model_type {kind}); tried their {tried}")
     unused = {k for k, _ in theirs.named_parameters()} - used
     if getattr(theirs.config, "tie_word_embeddings", False):
         unused.discard("lm_head.weight")

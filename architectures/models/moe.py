@@ -117,6 +117,8 @@ class MoE(nn.Module):
         probs, weights, idx = self.router(flat)
         keep = self._capacity_mask(idx)  # (N, k) bool
         out = torch.zeros_like(flat)
+        if flat.is_meta:  # no values to route by: a balanced assignment, so FLOP counting on meta sees k experts/token
+            return self._meta_forward(flat, out).view(shape)
         for e in range(self.n_experts):
             tok, slot = torch.nonzero((idx == e) & keep, as_tuple=True)
             if tok.numel():
@@ -128,6 +130,17 @@ class MoE(nn.Module):
         self.aux_loss = self.n_experts * (counts / idx.numel() * probs.mean(0)).sum()
         self.dropped_fraction = 1.0 - keep.float().mean().item() if keep.numel() and not x.is_meta else 0.0
         return out.view(shape)
+
+    def _meta_forward(self, flat: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """On the meta device (shapes only): expert e gets its share of the N * k assignments (balanced routing), so
+        FlopCounterMode counts what a token costs: k routed experts, the shared ones and the router."""
+        n_assign = flat.shape[0] * self.top_k
+        for e in range(self.n_experts):
+            n = n_assign // self.n_experts + (1 if e < n_assign % self.n_experts else 0)
+            if n:
+                out = out.index_add(0, torch.arange(n, device=flat.device) % flat.shape[0], self._expert(e, flat[:n]))
+        self.aux_loss = torch.zeros((), device=flat.device)
+        return out + self.shared(flat) if self.shared is not None else out
 
     def _capacity_mask(self, idx: torch.Tensor) -> torch.Tensor:
         """(N, k) expert indices -> which assignments fit in their expert's capacity (first come, by token order)."""

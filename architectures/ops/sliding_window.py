@@ -21,7 +21,7 @@ def naive_sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Te
 def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
     """q, k, v: (B, T, H, D) -> (B, T, H, D)."""
     B, T, H, D = q.shape
-    w = window
+    w = min(window, T)  # a window past the sequence is plain causal attention: blocks of T, not of a padded window
     n_blocks = -(-T // w)
     pad = n_blocks * w - T
     # Pad T up to whole blocks, and put one block of zero keys in front so that block 0 has a "previous" block.
