@@ -254,3 +254,20 @@ def test_registering_a_preset_enrols_it():
         check_decoder_side_is_causal("throwaway-enc-dec")
     finally:
         M.MODELS.unregister("throwaway-enc-dec")
+
+
+@pytest.mark.parametrize("name", ["bert-base", "roberta-base", "t5-base", "switch-base-8", "vit-b16"])
+def test_preset_from_its_transformers_config(name, tmp_path):
+    """hf.from_hf_config reads our families too (enc_hf.py), from a config object and from a local config.json."""
+    pytest.importorskip("transformers")
+    import dataclasses as dc
+
+    from architectures.models.hf import from_hf_config
+
+    preset = M.get_model(name)
+    for flavour in ("full", "tiny"):
+        hf_cfg = preset.hf_config(preset.config(flavour))
+        cfg = from_hf_config(hf_cfg)
+        hf_cfg.to_json_file(tmp_path / "config.json")
+        ours = dc.replace(preset.config(flavour), capacity_factor=cfg.capacity_factor)  # not in their config
+        assert cfg == from_hf_config(tmp_path) == ours, (name, flavour)

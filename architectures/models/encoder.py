@@ -10,6 +10,7 @@ keep their defaults.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -55,6 +55,15 @@ class EncoderConfig:
     def head_dim(self) -> int:
         return self.d_head or self.d_model // self.n_heads
 
+    def layer_mixers(self) -> list[str]:
+        """Per layer, encoder then decoder: the attention each runs (as DecoderConfig.layer_mixers lists mixers)."""
+        return ["self-attention"] * self.n_layers + ["self+cross-attention"] * self.n_decoder_layers
+
+    def layer_ffns(self) -> list[str]:
+        """Per layer, encoder then decoder: "dense" or "moe" (ffn_pattern repeated)."""
+        p = self.ffn_pattern
+        return [p[i % len(p)] for i in range(self.n_layers)] + [p[i % len(p)] for i in range(self.n_decoder_layers)]
+
 
 def make_norm(cfg: EncoderConfig) -> nn.Module:
     if cfg.norm == "layer":

@@ -21,11 +21,9 @@
   the tests hold equal to the formula.
 - ``weight_bytes``: ``params`` x bits / 8 per dtype (values only; int4 = half a byte per weight).
 
-MoE on the meta device: routing is data-dependent (which tokens go to which expert), and a meta tensor has no data.
-``meta_moe_dispatch`` replaces, for meta inputs only, the dispatch of ``architectures.models.moe.MoE`` by one that
-runs the router, then k experts on every token (weighted by the router's k weights) and the shared experts: the same
-matmuls per token as any routing without capacity dropping (k expert evaluations per token). Real tensors keep the
-module's own forward.
+MoE on the meta device: routing is data-dependent and a meta tensor has no data; ``architectures.models.moe.MoE``
+routes meta inputs evenly (k expert evaluations per token), so the counter sees what any routing without capacity
+dropping costs.
 
 Encoders and vision models have no decode state: their decode and state figures are None, and the forward runs on
 ``context`` tokens, or for vision on one image of the model's own size (FLOPs per token = per patch position, [CLS]
@@ -64,36 +62,6 @@ class ModelFigures:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _meta_moe_forward(moe, x: torch.Tensor) -> torch.Tensor:
-    """MoE forward for meta tensors: the router, then k experts on every token, then the shared experts."""
-    shape = x.shape
-    flat = x.reshape(-1, shape[-1])  # (N, D)
-    _, weights, _ = moe.router(flat)  # (N, k)
-    out = torch.zeros_like(flat)
-    for j in range(moe.top_k):  # the j-th choice of every token; expert j's weights stand for whichever it is
-        out = out + moe._expert(j, flat) * weights[:, j, None].to(flat.dtype)
-    if moe.shared is not None:
-        out = out + moe.shared(flat)
-    return out.view(shape)
-
-
-@contextmanager
-def meta_moe_dispatch():
-    """Within: ``MoE.forward`` on meta inputs runs ``_meta_moe_forward`` (see the module docstring)."""
-    from .moe import MoE
-
-    original = MoE.forward
-
-    def forward(self, x):
-        return _meta_moe_forward(self, x) if x.is_meta else original(self, x)
-
-    MoE.forward = forward
-    try:
-        yield
-    finally:
-        MoE.forward = original
 
 
 def _signature(block: nn.Module) -> str:
@@ -164,7 +132,7 @@ def count_flops(fn, model: nn.Module | None = None) -> tuple[int, Any]:
     from harness.measure import count_flops_mode  # the counter with the CPU SDPA formulas the harness uses
 
     counter: FlopCounterMode = count_flops_mode()
-    with counter, meta_moe_dispatch():
+    with counter:
         if model is None:
             result = fn()
         else:

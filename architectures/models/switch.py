@@ -32,6 +32,7 @@ def switch_hf_config(cfg: EncoderConfig):
         num_sparse_encoder_layers=n_moe_enc, num_sparse_decoder_layers=n_moe_dec,
         relative_attention_num_buckets=cfg.relative_buckets, relative_attention_max_distance=cfg.relative_max_distance,
         layer_norm_epsilon=cfg.norm_eps, dense_act_fn=cfg.activation, dropout_rate=0.0,
+        router_jitter_noise=cfg.router_jitter,
         tie_word_embeddings=cfg.tie_embeddings)
 
 
