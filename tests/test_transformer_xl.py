@@ -57,7 +57,7 @@ def recurrent_transformer_xl(m, x: torch.Tensor) -> torch.Tensor:
         k = m.wk(cat).view(B, klen, H, Dh).transpose(1, 2)
         v = m.wv(cat).view(B, klen, H, Dh).transpose(1, 2)
         pos_seq = torch.arange(klen - 1, -1, -1.0)  # distances, farthest first
-        r = m.wr(sinusoid_embedding(pos_seq, D).to(x.dtype)).view(klen, H, Dh).transpose(0, 1)  # (H, klen, Dh)
+        r = m.wr(sinusoid_embedding(pos_seq, D, x.dtype)).view(klen, H, Dh).transpose(0, 1)  # (H, klen, Dh)
         ac = (q + m.u[:, None]) @ k.transpose(-2, -1)  # (B, H, qlen, klen)
         bd = _rel_shift((q + m.v[:, None]) @ r.transpose(-2, -1))
         scores = (ac + bd) / math.sqrt(Dh)
