@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import read_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,7 +51,7 @@ def test_the_plugin_mixer_runs_in_a_suite(plugin_path, tmp_path):
     done = _python(plugin_path, "", "-m", "harness", "run", str(suite), "--device", "cpu", "--out", str(out),
                    "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    rows = read_rows(out / "results.jsonl")  # the journal's committed rows (no header or commit markers)
     mine = [r for r in rows if r["mixer"] == "example_cummean"]
     assert mine and all(r["status"] == "ok" for r in mine)
     assert {r["metric"] for r in mine} >= {"time_s", "state_bytes"}
