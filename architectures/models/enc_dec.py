@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .enc_attention import MultiHeadAttention, RelativePositionBias
-from .encoder import EncoderConfig, EncoderStack, TokenEmbedding, make_ffn, make_norm, moe_inactive_params, residual
+from .encoder import EncoderConfig, EncoderStack, TokenEmbedding, make_ffn, make_norm, ParamCounts, residual
 
 
 class DecoderLayer(nn.Module):
@@ -55,7 +55,7 @@ class DecoderStack(nn.Module):
         return self.final_norm(x) if self.final_norm is not None else x
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(ParamCounts, nn.Module):
     """(src (B, S), tgt (B, T)) -> logits (B, T, V): teacher-forced; logits[:, t] sees tgt[:, :t+1] and all of src."""
 
     def __init__(self, cfg: EncoderConfig):
@@ -77,12 +77,6 @@ class EncoderDecoder(nn.Module):
         if self.cfg.rescale_tied_head:  # T5 (its embeddings are not scaled)
             h = h * self.cfg.d_model ** -0.5
         return F.linear(h, self.embed.tokens.weight)  # (B, T, V)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def active_params(self) -> int:
-        return self.num_params() - moe_inactive_params(self)
 
     @property
     def aux_loss(self) -> torch.Tensor:

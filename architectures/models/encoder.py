@@ -96,7 +96,18 @@ def moe_inactive_params(model: nn.Module) -> int:
     return sum(m.inactive_params() for m in model.modules() if isinstance(m, SwitchFFN))
 
 
-class TransformerEncoder(nn.Module):
+class ParamCounts:
+    """``num_params`` and ``active_params`` of the encoder-family models (one place: encoder, vision, enc-dec)."""
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def active_params(self) -> int:
+        """Per token: every parameter except the experts a token does not use."""
+        return self.num_params() - moe_inactive_params(self)
+
+
+class TransformerEncoder(ParamCounts, nn.Module):
     """BERT / RoBERTa: tokens (B, T) -> masked-LM logits (B, T, V) (head "mlm") or hidden states (B, T, D)."""
 
     def __init__(self, cfg: EncoderConfig):
@@ -125,12 +136,6 @@ class TransformerEncoder(nn.Module):
             return h
         h = self.transform_norm(ACTIVATIONS[self.cfg.activation](self.transform(h)))
         return F.linear(h, self.embed.tokens.weight, self.lm_bias)  # (B, T, V)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def active_params(self) -> int:
-        return self.num_params() - moe_inactive_params(self)
 
     @property
     def aux_loss(self) -> torch.Tensor:

@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from ..spec import Paper
-from .encoder import EncoderConfig, EncoderStack, make_norm, moe_inactive_params
+from .encoder import EncoderConfig, EncoderStack, make_norm, ParamCounts
 from .patch_embedding import PatchEmbedding
 from .registry import ModelPreset, register_model
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ParamCounts, nn.Module):
     """images (B, C, H, W) -> class logits (B, n_classes), or with n_classes=0 the pooled [CLS] (B, D)."""
 
     def __init__(self, cfg: EncoderConfig):
@@ -41,12 +41,6 @@ class VisionTransformer(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         cls = self.hidden(images)[:, 0]  # (B, D)
         return self.classifier(cls) if self.cfg.n_classes else torch.tanh(self.pooler(cls))
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def active_params(self) -> int:
-        return self.num_params() - moe_inactive_params(self)
 
     @property
     def aux_loss(self) -> torch.Tensor:
