@@ -290,6 +290,7 @@ def _describe(err: dict) -> str:
 
 
 MAX_SUITE_BYTES = 1 << 20  # a suite is a page of YAML; anything near a megabyte is a mistake
+MAX_NESTING = 32  # levels of mappings/lists; a suite needs about 6, so a deeper one is a mistake or an attack
 MAX_EXPANDED_NODES = 100_000  # YAML nodes after alias expansion (a "billion laughs" document is refused before it)
 
 
@@ -332,10 +333,13 @@ def _check_nodes(root: yaml.Node, path: Path) -> list[str]:
     node graph, before anything is constructed. Iterative: deep nesting cannot overflow the stack here."""
     problems: list[str] = []
     sizes: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, str, bool]] = [(root, "", False)]
+    stack: list[tuple[yaml.Node, str, bool, int]] = [(root, "", False, 0)]
     on_path: set[int] = set()
     while stack:
-        node, at, done = stack.pop()
+        node, at, done, depth = stack.pop()
+        if depth > MAX_NESTING:  # explicit, so the verdict does not depend on the interpreter's recursion limit
+            return [f"{path}:{node.start_mark.line + 1}: (document): nesting deeper than {MAX_NESTING} levels; "
+                    f"too deep to be a suite"]
         children = ([v for pair in node.value for v in pair] if isinstance(node, yaml.MappingNode)
                     else node.value if isinstance(node, yaml.SequenceNode) else [])
         if done:
@@ -350,7 +354,7 @@ def _check_nodes(root: yaml.Node, path: Path) -> list[str]:
         if id(node) in on_path:
             return [f"{path}:{node.start_mark.line + 1}: {at or '(document)'}: an alias refers to itself"]
         on_path.add(id(node))
-        stack.append((node, at, True))
+        stack.append((node, at, True, depth))
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, int] = {}
             for key, value in node.value:
@@ -360,11 +364,11 @@ def _check_nodes(root: yaml.Node, path: Path) -> list[str]:
                         problems.append(f"{path}:{key.start_mark.line + 1}: {at + '.' if at else ''}{name}: "
                                         f"duplicate key (first at line {seen[name]}); YAML would keep only the last")
                     seen.setdefault(name, key.start_mark.line + 1)
-                stack.append((key, at, False))
-                stack.append((value, f"{at}.{name}" if at else str(name), False))
+                stack.append((key, at, False, depth + 1))
+                stack.append((value, f"{at}.{name}" if at else str(name), False, depth + 1))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                stack.append((item, f"{at}[{i}]", False))
+                stack.append((item, f"{at}[{i}]", False, depth + 1))
     return problems
 
 

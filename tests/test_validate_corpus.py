@@ -155,3 +155,19 @@ def test_fuzz_mutations_of_the_shipped_suites(path, edits):
         else:
             lines[i], lines[j] = lines[j], lines[i]
     _load_or_reject("".join(lines).encode())
+
+
+def test_depth_verdict_does_not_depend_on_the_recursion_limit(tmp_path, capsys):
+    """CI once ran with a raised recursion limit (set by another library) and the 1200-level mapping composed
+    without a RecursionError, so the suite got as far as the schema. Depth is checked explicitly now."""
+    import sys
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        path = tmp_path / "deep.yaml"
+        path.write_bytes(GENERATED["too_deep_mapping"][1][:4000])  # ~90 levels: composes at any limit
+        rc, err = _validate(capsys, path)
+    finally:
+        sys.setrecursionlimit(old)
+    _assert_rejected(rc, err, path, "(document)")
+    assert "nesting deeper than" in err
