@@ -101,7 +101,7 @@ def cmd_validate(args) -> int:
     suite, _ = load_suite(_suite_path(args.suite))
     for device_type in ("cpu", "cuda"):
         cells = plan(suite, torch.device(device_type))
-        print(f"{args.suite}: valid; {len(cells)} cells on {device_type}")
+        print(f"{args.suite}: valid; {len(cells)} cells with the {device_type} profile")
     return 0
 
 

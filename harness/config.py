@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator)
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DEVICE_TYPES = ("cpu", "cuda")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..spec import Paper
-from .encoder import EncoderConfig, EncoderStack, make_norm, ParamCounts
+from .encoder import EncoderConfig, EncoderStack, ParamCounts
 from .patch_embedding import PatchEmbedding
 from .registry import ModelPreset, register_model
 
