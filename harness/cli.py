@@ -168,7 +168,7 @@ def cmd_run(args) -> int:
             raise ValueError("--resume needs the run directory: --resume OUT (or --out OUT --resume)")
         out = Path.cwd() / "results" / f"{suite.suite}-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:
-        cells = plan(suite, device, args.only)
+        cells = plan(suite, device, args.only, args.benchmarks)
         for c in cells:
             print(c.cell_id)
         print(f"{len(cells)} cells on {device} (dry run: nothing measured)")
@@ -176,7 +176,8 @@ def cmd_run(args) -> int:
     options = {"address": args.ray_address} if args.executor == "ray" else {}
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, resume=bool(args.resume),
+        summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, benchmarks=args.benchmarks,
+                            resume=bool(args.resume),
                             progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads,
                             cpu_memory_fraction=args.cpu_memory_limit, executor=args.executor,
                             executor_options=options)
@@ -291,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output directory (default: ./results/<suite>-<device>-<time>, under the current directory)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     s.add_argument("--only", help="glob over the suite's mixer labels/names")
+    s.add_argument("--benchmarks", metavar="GLOBS",
+                   help="comma-separated globs over the suite's benchmark entry labels (e.g. 'perplexity,mqar'): run "
+                        "those entries only; a later --resume without it runs the rest")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="OUT",
                    help="complete an interrupted run: rerun only cells without results")
     s.add_argument("--dry-run", action="store_true", help="print the cells and exit")

@@ -10,6 +10,7 @@ have no committed rows. ``OUT/.lock`` keeps a second run out of a directory in u
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import sys
 import time
@@ -53,10 +54,24 @@ class RunSummary:
     executor: str = "inline"
 
 
-def plan(suite: Suite, device: torch.device, only: str | None = None) -> list[Cell]:
+def select_entries(suite: Suite, benchmarks: str | None) -> list:
+    """The suite's benchmark entries whose label matches one of the comma-separated globs (all when None)."""
+    if not benchmarks:
+        return list(suite.benchmarks)
+    globs = [g.strip() for g in benchmarks.split(",") if g.strip()]
+    chosen = [e for e in suite.benchmarks if any(fnmatch.fnmatchcase(e.label, g) for g in globs)]
+    if not chosen:
+        raise RunError(f"--benchmarks {benchmarks!r} matches none of the suite's entries: "
+                       f"{', '.join(e.label for e in suite.benchmarks)}")
+    return chosen
+
+
+def plan(suite: Suite, device: torch.device, only: str | None = None, benchmarks: str | None = None) -> list[Cell]:
+    """The suite's cells, in suite order: ``only`` filters mixers (a glob), ``benchmarks`` entries (globs over labels,
+    comma-separated: the rest of a suite can follow with ``--resume`` and no filter)."""
     mixers = resolve_mixers(suite, only)
     cells: list[Cell] = []
-    for entry in suite.benchmarks:
+    for entry in select_entries(suite, benchmarks):
         bench = BENCHMARKS.get(entry.kind)(entry, suite, device)
         cells.extend(bench.cells(mixers))
     ids = [c.cell_id for c in cells]
@@ -103,7 +118,7 @@ def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device, threa
 
 
 def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None = None,
-              only: str | None = None, resume: bool = False, progress: bool = True,
+              only: str | None = None, benchmarks: str | None = None, resume: bool = False, progress: bool = True,
               write_report: bool = True, cpu_allocator: str = "caching",
               threads: int | None = None, cpu_memory_fraction: float | None = 0.9,
               executor: str = "inline", executor_options: dict | None = None) -> RunSummary:
@@ -126,7 +141,8 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
             print(f"note: {out} had a stale lock of pid {lock.stale.get('pid')} on {lock.stale.get('host')} "
                   f"(that run is gone); taking it over", file=sys.stderr)
         with cpu_memory_cap(cpu_memory_fraction if device.type == "cpu" else None) as memory_cap:
-            return _run_suite(suite, out, device, suite_path=suite_path, only=only, resume=resume,
+            return _run_suite(suite, out, device, suite_path=suite_path, only=only, benchmarks=benchmarks,
+                              resume=resume,
                               progress=progress, write_report=write_report, cpu_allocator=cpu_allocator,
                               threads=threads, memory_cap=memory_cap, executor=executor,
                               executor_options=executor_options or {})
@@ -159,7 +175,7 @@ def _open_journal(out: Path, resume: bool) -> set[str]:
 
 
 def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[Cell], *, suite_path, only,
-                     resume: bool, cpu_allocator: str, memory_cap: str) -> dict:
+                     benchmarks: str | None, resume: bool, cpu_allocator: str, memory_cap: str) -> dict:
     """env.json, suite.yaml and specs.json; returns env (with run_id and the matmul peaks)."""
     env_path = out / "env.json"
     old_env = json.loads(env_path.read_text()) if resume and env_path.exists() else {}
@@ -168,6 +184,7 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
     env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
            "matmul_peak_flops": _matmul_peaks(cells, device, old_env.get("matmul_peak_flops"))}
     resolved = {"source": str(suite_path) if suite_path else None, "device": str(device), "only": only,
+                "benchmarks": benchmarks,
                 "mixers": [m.model_dump() for m in resolve_mixers(suite, only)],
                 "suite": suite.model_dump(mode="json")}
     if old_env:
@@ -214,11 +231,11 @@ def _failed_series(cells: list[Cell], rows: list[dict]) -> dict[tuple, tuple[int
 
 
 def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None, only: str | None,
-               resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
+               benchmarks: str | None, resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
                memory_cap: str, executor: str, executor_options: dict) -> RunSummary:
     started = time.perf_counter()
     results_path = out / "results.jsonl"
-    cells = plan(suite, device, only)
+    cells = plan(suite, device, only, benchmarks)
     done = _open_journal(out, resume)
     default_threads = torch.get_num_threads()
 
@@ -230,7 +247,8 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
         return default_threads if chosen == "all" else chosen
 
     torch.set_num_threads(threads_for(None))
-    env = _write_run_files(suite, out, device, cells, suite_path=suite_path, only=only, resume=resume,
+    env = _write_run_files(suite, out, device, cells, suite_path=suite_path, only=only, benchmarks=benchmarks,
+                           resume=resume,
                            cpu_allocator=cpu_allocator, memory_cap=memory_cap)
     failed_at = _failed_series(cells, read_journal(results_path).rows)
     entries = {e.label: e for e in suite.benchmarks}

@@ -278,3 +278,21 @@ def test_an_entry_timing_overrides_the_suites(tmp_path):
     run_suite(s, tmp_path, CPU, progress=False, write_report=False)
     repeats = {r["benchmark"]: r["repeats"] for r in read_rows(tmp_path / "results.jsonl") if r["metric"] == "time_s"}
     assert repeats["scaling"] == 2 and repeats["more"] == 12
+
+
+def test_benchmarks_filter_runs_some_entries_and_resume_runs_the_rest(tmp_path):
+    s = Suite.model_validate({
+        "suite": "t", "mixers": ["_test_counting"], "time_budget_s": 60.0,
+        "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "max_time_s": 0.5},
+        "benchmarks": [{"kind": "scaling", "name": name, "modes": ["forward"],
+                        "sweep": {"seq_len": [n], "d_model": [16], "n_heads": [2]},
+                        "params": {"metrics": ["time"]}} for name, n in (("short", 16), ("long", 32))]})
+    with pytest.raises(RunError, match="matches none of the suite's entries: short, long"):
+        run_suite(s, tmp_path / "x", CPU, benchmarks="nope*", progress=False, write_report=False)
+    CALLS.clear()
+    run_suite(s, tmp_path, CPU, benchmarks="lo*", progress=False, write_report=False)
+    assert set(CALLS) == {32}
+    CALLS.clear()
+    summary = run_suite(s, tmp_path, CPU, resume=True, progress=False, write_report=False)
+    assert set(CALLS) == {16} and summary.reused == 1 and summary.ran == 1
+    assert {r["benchmark"] for r in read_rows(tmp_path / "results.jsonl")} == {"short", "long"}
