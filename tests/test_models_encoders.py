@@ -63,6 +63,40 @@ def test_decoder_side_is_causal(name):
     check_decoder_side_is_causal(name)
 
 
+ENC_DECS = [n for n in NON_DECODERS if M.get_model(n).kind == "encoder-decoder"]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float64, 1e-11)])
+@pytest.mark.parametrize("name", ENC_DECS)
+def test_decode_step_by_step_equals_forward(name, dtype, tol):
+    check_decode_equals_forward(name, dtype, tol)
+
+
+def check_decode_equals_forward(name, dtype=torch.float32, tol=2e-5):
+    """prefill of a target prefix, then one step per token, gives the teacher-forced logits; the state is not
+    mutated (a second step from the same state gives the same logits) and its size is ``state_bytes``."""
+    preset = M.get_model(name)
+    cfg = preset.tiny
+    if cfg.n_experts:  # a step's one token is never over capacity: hold decode to a forward that drops none
+        cfg = dataclasses.replace(cfg, capacity_factor=float(cfg.n_experts))
+    torch.manual_seed(0)
+    model = EncoderDecoder(cfg).to(dtype).eval()
+    src, tgt = _inputs(preset, cfg, T=13)
+    with torch.no_grad():
+        full = model(src, tgt)  # (B, T, V)
+        logits, state = model.prefill(src, tgt[:, :3])
+        assert torch.allclose(logits, full[:, :3], atol=tol, rtol=0)
+        again, _ = model.step(tgt[:, 3], state)
+        for t in range(3, tgt.shape[1]):
+            out, state = model.step(tgt[:, t], state)
+            err = (out - full[:, t]).abs().max().item()
+            assert err <= tol, f"{name}: step {t} differs from the forward by {err:.2e}"
+            if t == 3:
+                assert torch.equal(out, again), "step mutated its input state"
+    measured = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in state["cross"] + state["self"])
+    assert measured == model.state_bytes(src.shape[0], tgt.shape[1], dtype, src_len=src.shape[1])
+
+
 def check_decoder_side_is_causal(name):
     torch.manual_seed(0)
     model = M.build_model(name, "tiny").eval()

@@ -35,11 +35,15 @@ class MultiHeadAttention(nn.Module):
     def _heads(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
         return proj(x).view(*x.shape[:2], self.n_heads, self.d_head).transpose(1, 2)  # (B,T,H*Dh) -> (B,H,T,Dh)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, *, causal: bool = False,
-                position_bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, D); memory: (B, S, D) or None (self-attention); position_bias: (H, T, S) added to the scores."""
-        memory = x if memory is None else memory
-        q, k, v = self._heads(x, self.wq), self._heads(memory, self.wk), self._heads(memory, self.wv)
+    def kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of memory (B, S, D): two (B, H, S, Dh). A decoder caches them (cross-attention: once)."""
+        return self._heads(memory, self.wk), self._heads(memory, self.wv)
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+               position_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries of x (B, T, D) against k, v (B, H, S, Dh). Causal: query i is the (S - T + i)-th position, so T
+        new tokens after S - T cached ones see the cache and themselves up to i; position_bias: (H, T, S)."""
+        q = self._heads(x, self.wq)
         scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
         if position_bias is not None:
             scores = scores + position_bias.to(scores.dtype)
@@ -49,6 +53,11 @@ class MultiHeadAttention(nn.Module):
             scores = scores.masked_fill(future, float("-inf"))
         out = scores.softmax(dim=-1) @ v  # (B, H, T, Dh)
         return self.wo(out.transpose(1, 2).reshape(*x.shape[:2], -1))  # (B, H, T, Dh) -> (B, T, H*Dh) -> (B, T, D)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, *, causal: bool = False,
+                position_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, D); memory: (B, S, D) or None (self-attention); position_bias: (H, T, S) added to the scores."""
+        return self.attend(x, *self.kv(x if memory is None else memory), causal=causal, position_bias=position_bias)
 
 
 class RelativePositionBias(nn.Module):
@@ -78,7 +87,8 @@ class RelativePositionBias(nn.Module):
         large = torch.clamp(large, max=n - 1)
         return out + torch.where(is_small, relative, large)
 
-    def forward(self, T: int, S: int, device: torch.device) -> torch.Tensor:
-        """(H, T, S) bias of queries 0..T-1 against keys 0..S-1."""
-        relative = torch.arange(S, device=device)[None, :] - torch.arange(T, device=device)[:, None]  # (T, S)
+    def forward(self, T: int, S: int, device: torch.device, query_start: int = 0) -> torch.Tensor:
+        """(H, T, S) bias of queries at positions query_start..query_start+T-1 against keys 0..S-1."""
+        queries = torch.arange(query_start, query_start + T, device=device)
+        relative = torch.arange(S, device=device)[None, :] - queries[:, None]  # (T, S)
         return self.table(self.bucket(relative)).permute(2, 0, 1)  # (T, S, H) -> (H, T, S)

@@ -76,13 +76,15 @@ class TokenEmbedding(nn.Module):
         self.segments = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         self.norm = make_norm(cfg) if cfg.embed_norm else None
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """tokens (B, T) at positions start..start+T-1 (a decoder's step passes its position)."""
         cfg, T = self.cfg, tokens.shape[1]
         x = self.tokens(tokens) * (math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0)  # (B, T, D)
-        pos = torch.arange(cfg.position_offset, cfg.position_offset + T, device=tokens.device)
+        first = cfg.position_offset + start
+        pos = torch.arange(first, first + T, device=tokens.device)
         if self.positions is not None:
-            if cfg.position_offset + T > cfg.max_seq_len:
-                raise ValueError(f"{T} tokens exceed the {cfg.max_seq_len}-row learned position table")
+            if first + T > cfg.max_seq_len:
+                raise ValueError(f"{start + T} tokens exceed the {cfg.max_seq_len}-row learned position table")
             x = x + self.positions(pos)
         elif cfg.positions == "sinusoidal":
             x = x + sinusoidal_positions(pos, cfg.d_model).to(x.dtype)
