@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+import architectures.models as M
+
 from harness.config import SuiteError
 from harness.suites import load_suite
 from harness.results import load_results
@@ -28,7 +30,7 @@ benchmarks:
   - kind: model_speed
     modes: [prefill, decode, perplexity]
     sweep: {seq_len: [16, 32], batch: [1]}
-    params: {models: [llama2-7b, bert-base], steps: 2, train_seq_len: 32, train_batch: 2, eval_bytes: 256}
+    params: {models: [llama2-7b, bert-base, t5-base], steps: 2, train_seq_len: 32, train_batch: 2, eval_bytes: 256}
   - kind: attention_memory
     sweep: {seq_len: [512, 32768], batch: [1], d_model: [512], n_heads: [8], dtype: [float32]}
     params: {real_up_to: 512}
@@ -76,6 +78,12 @@ def test_speed_rows(run_dir):
     assert _value(ok, "llama2-7b", "val_bpb", mode="perplexity") > 0
     skipped = sp[(sp["mixer"] == "bert-base") & (sp["mode"] == "decode")]
     assert (skipped["status"] == "skipped").all()
+    # an encoder-decoder decodes one target token after a source and a target of seq_len tokens
+    cfg = M.get_model("t5-base").tiny
+    kv_per_token = 2 * cfg.n_heads * (cfg.d_head or cfg.d_model // cfg.n_heads) * 4  # K and V, fp32
+    assert _value(ok, "t5-base", "state_bytes", mode="decode", seq_len=32) == \
+        _value(ok, "t5-base", "state_bytes_formula", mode="decode", seq_len=32) == \
+        cfg.n_decoder_layers * (32 + 32) * kv_per_token
 
 
 def test_attention_memory_rows(run_dir):

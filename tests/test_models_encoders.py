@@ -84,6 +84,7 @@ def check_decode_equals_forward(name, dtype=torch.float32, tol=2e-5):
     src, tgt = _inputs(preset, cfg, T=13)
     with torch.no_grad():
         full = model(src, tgt)  # (B, T, V)
+        tol = tol * max(1.0, full.abs().max().item())  # relative to the logits' scale
         logits, state = model.prefill(src, tgt[:, :3])
         assert torch.allclose(logits, full[:, :3], atol=tol, rtol=0)
         again, _ = model.step(tgt[:, 3], state)
@@ -272,6 +273,31 @@ def test_tiny_t5_logits_equal_transformers():
     assert diff <= 1e-4, diff
 
 
+def test_tiny_t5_greedy_decoding_equals_transformers_generate_with_its_cache():
+    """Our prefill + step against ``generate`` (KV cache on, greedy): the same tokens and next-token logits."""
+    pytest.importorskip("transformers")
+    from transformers import T5ForConditionalGeneration
+
+    cfg = M.get_model("t5-base").tiny
+    torch.manual_seed(0)
+    theirs = T5ForConditionalGeneration(t5.t5_hf_config(cfg)).eval()
+    ours = EncoderDecoder(cfg).eval()
+    _transplant(ours, theirs.state_dict(), t5_mapping(cfg))
+    src = torch.randint(0, 256, (2, 21), generator=torch.Generator().manual_seed(2))
+    start = 0  # T5's decoder start token (its pad id)
+    with torch.no_grad():
+        out = theirs.generate(src, max_new_tokens=10, min_new_tokens=10, do_sample=False, num_beams=1,
+                              decoder_start_token_id=start, pad_token_id=0, eos_token_id=None,
+                              use_cache=True, output_logits=True, return_dict_in_generate=True)
+        logits, state = ours.prefill(src, torch.full((2, 1), start))
+        logits, tokens = logits[:, -1], []
+        for i in range(10):
+            assert (logits - out.logits[i]).abs().max().item() <= 1e-4, f"next-token logits differ at step {i}"
+            tokens.append(logits.argmax(-1))
+            logits, state = ours.step(tokens[-1], state)
+    assert torch.equal(torch.stack(tokens, 1), out.sequences[:, 1:])
+
+
 def test_registering_a_preset_enrols_it():
     """A new encoder-decoder preset is in the list the parametrized tests iterate over, and their checks run on it."""
     import dataclasses as dc
@@ -286,6 +312,8 @@ def test_registering_a_preset_enrols_it():
         assert "throwaway-enc-dec" in non_decoder_presets()
         check_tiny_forward("throwaway-enc-dec")
         check_decoder_side_is_causal("throwaway-enc-dec")
+        assert "throwaway-enc-dec" in [n for n in non_decoder_presets() if M.get_model(n).kind == "encoder-decoder"]
+        check_decode_equals_forward("throwaway-enc-dec")
     finally:
         M.MODELS.unregister("throwaway-enc-dec")
 

@@ -7,7 +7,8 @@ Modes (the cell's ``mode``):
   ``flops``.
 - ``decode``: one ``step`` from the state after seq_len tokens (the state is returned, never mutated, so one state
   serves every repeat). Rows: ``time_s``, ``tokens_per_s`` (batch / time), ``state_bytes`` (the measured state) and
-  ``state_bytes_formula`` (``model.state_bytes``). Decoders only.
+  ``state_bytes_formula`` (``model.state_bytes``). Decoders, and encoder-decoders (one target step after a source
+  and a target of seq_len tokens each: the state holds both caches).
 - ``perplexity``: next-byte training on the embedded corpus (``harness.corpora``) for ``steps`` steps of
   (``train_batch``, ``train_seq_len``) with ``harness.training`` (AdamW, warm-up + cosine), plus ``aux_coef`` x the MoE
   load-balancing loss, then validation bits-per-byte over every byte of the first ``eval_bytes`` of the validation split
@@ -98,12 +99,17 @@ class ModelSpeed(Benchmark):
                              min_repeats=tm.min_repeats, max_time=tm.max_time_s)
 
     def _decode(self, cell: Cell, ctx: RunContext, preset, model, ex) -> list[dict[str, Any]]:
-        if preset.kind != "decoder":
-            raise SkipCell(f"{cell.mixer} ({preset.kind}) has no step-by-step decoding here")
+        """Decoders: one step after seq_len tokens. Encoder-decoders: one target step after a source of seq_len
+        tokens and seq_len target tokens (the state holds both: cross- and self-attention caches)."""
+        if preset.kind not in ("decoder", "encoder-decoder"):
+            raise SkipCell(f"{cell.mixer} ({preset.kind}) has no step-by-step decoding")
         tokens = torch.zeros(cell.batch, cell.seq_len, dtype=torch.long, device=ctx.device)  # (B, T)
         last = torch.zeros(cell.batch, dtype=torch.long, device=ctx.device)  # (B,)
+        prefix = (tokens,) if preset.kind == "decoder" else (tokens, tokens.clone())
+        if preset.kind == "encoder-decoder":
+            ex["context"] = "source of seq_len tokens + seq_len target tokens"
         with torch.no_grad():
-            _, state = model.prefill(tokens)
+            _, state = model.prefill(*prefix)
             t = self._time(lambda: model.step(last, state), ctx)
         dtype = next(model.parameters()).dtype
         return [metric("time_s", t.median_s, "s", q1_s=t.q1_s, q3_s=t.q3_s, repeats=t.repeats, **ex),
