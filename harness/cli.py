@@ -280,7 +280,7 @@ def cmd_ab(args) -> int:
     out = Path(args.out or Path.cwd() / "results" / f"ab-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = ABSettings(rounds=args.rounds, threshold=args.threshold, confidence=args.confidence,
                           device=args.device, only=args.only, threads=args.threads, repo=args.repo,
-                          echo_stderr=args.verbose)
+                          echo_stderr=args.verbose, fresh_processes=not args.keep_processes)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds like Ctrl-C: worktrees are removed
     try:
         result = run_ab(args.base, args.head, args.suite, out, settings, progress=not args.no_progress)
@@ -374,15 +374,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("head", help="the same for the side under test; `.` is the working tree with uncommitted changes")
     s.add_argument("suite", help="suite file, resolved from the HEAD side: a path relative to HEAD's tree, an "
                                  "absolute path, or a name in HEAD's suites/")
-    s.add_argument("--rounds", type=int, default=5, help="measurements of every cell per side (default 5)")
+    s.add_argument("--rounds", type=int, default=6, help="measurements of every cell per side (default 6)")
     s.add_argument("--threshold", type=_tolerance, default=0.05,
                    help="relative slowdown below which nothing is flagged (default 0.05)")
-    s.add_argument("--confidence", type=_fraction, default=0.95, help="of the bootstrap interval (default 0.95)")
+    s.add_argument("--confidence", type=_fraction, default=0.95,
+                   help="of the sign-test interval of the median ratio (default 0.95, which needs >= 6 rounds)")
     s.add_argument("--out", help="output directory (default ./results/ab-<time>)")
     s.add_argument("--repo", help="git repository of the revisions (default: the one around the current directory)")
     s.add_argument("--device", default="cpu", help="cpu (default) | cuda[:i] | auto")
     s.add_argument("--only", help="glob over the suite's mixer labels/names")
     s.add_argument("--threads", type=int, help="torch intra-op threads (default: the suite's timing.cpu_threads)")
+    s.add_argument("--keep-processes", action="store_true",
+                   help="one process per side for all rounds (faster) instead of a fresh one per side each round "
+                        "(the default: a process's own bias of a few %% then counts as noise, not as a difference)")
     s.add_argument("--no-progress", action="store_true", help="no line per round on stderr")
     s.add_argument("--verbose", action="store_true", help="show the sides' stderr (warnings) on ours")
     s.set_defaults(func=cmd_ab)

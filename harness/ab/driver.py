@@ -1,4 +1,4 @@
-"""The process that measures one side of ``harness ab``: started as ``python -c <this file's source>`` with its cwd
+"""The process that measures one side of ``harness ab``: ``python -c "runpy.run_path(<this file>)"`` with its cwd
 and PYTHONPATH set to that side's tree, so every ``harness`` / ``architectures`` import below is the revision's own.
 
 It must therefore run against any revision's ``harness``: it uses only the engine's long-standing API (the suite

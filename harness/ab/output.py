@@ -47,7 +47,7 @@ def markdown(result: "ABResult") -> str:
              f"- suite: `{result.suite}` (resolved from the head side), {len(result.cells)} timed cells, "
              f"{s.rounds} rounds interleaved A B, B A, ..., device {s.device}",
              f"- rule: flagged when the median of the per-round ratios head/base exceeds {1 + s.threshold:g} and its "
-             f"{s.confidence:.0%} bootstrap interval lies above 1",
+             f"{s.confidence:.0%} sign-test interval lies above 1 (faster cells are listed, never flagged)",
              f"- result: {head_line}; {len(faster)} faster; {result.seconds:.0f} s wall clock on "
              f"{platform.node() or 'this machine'}", ""]
     lines += table(result)

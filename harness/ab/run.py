@@ -3,8 +3,9 @@
     checkout_sides (trees.py) ─► a driver process per side (side.py / driver.py), started together, kept warm
        ─► the cells both sides planned whose kind is timed (``Benchmark.timed_metric``, read with this tree's code)
        ─► R rounds; in each, every cell is measured on both sides back to back: A B in even rounds, B A in odd
-          ones (A B B A A B ...), so neither side always goes first
-       ─► per cell, paired ratios HEAD/BASE over rounds, bootstrap interval, verdict (stats.py)
+          ones (A B B A A B ...), so neither side always goes first; by default each round has a fresh process
+          per side (a process's own bias becomes noise between rounds), which runs all of the round's cells
+       ─► per cell, paired ratios HEAD/BASE over rounds, sign-test interval of their median, verdict (stats.py)
        ─► ab.md, ab.json, measurements.jsonl, pytest-benchmark JSON per side (output.py)
 """
 from __future__ import annotations
@@ -17,20 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .side import Side
-from .stats import paired_ratio, verdict
+from .stats import min_rounds, paired_ratio, verdict
 from .trees import ABInputError, Tree, checkout_sides, suite_in
 
 
 @dataclass(frozen=True)
 class ABSettings:
-    rounds: int = 5  # each a measurement of every cell on both sides
+    rounds: int = 6  # each a measurement of every cell on both sides (even: each side goes first in half)
     threshold: float = 0.05  # a slowdown is flagged only above 1 + threshold (and significant)
-    confidence: float = 0.95  # of the bootstrap interval of the median ratio
+    confidence: float = 0.95  # of the interval of the median ratio (95% needs >= 6 rounds)
     device: str = "cpu"
     only: str | None = None  # glob over the suite's mixer labels/names (as `run --only`)
     threads: int | None = None  # overrides the suite's cpu_threads (as `run --threads`)
     repo: str | None = None  # the git repository revisions are looked up in (default: around the cwd)
     echo_stderr: bool = False  # the sides' stderr (warnings) on ours
+    # a fresh process per side every round (True), or one per side for the whole run: a process carries a bias of
+    # its own (same code, same machine: one process pair measured gla 8% apart over 4 rounds; docs/ab.md), which
+    # only new processes turn into round-to-round noise that the interval sees
+    fresh_processes: bool = True
 
 
 @dataclass
@@ -114,11 +119,22 @@ def _measurement(side: Side, rnd: int, position: int, cell_id: str, metric: str,
             if side.worker else None}
 
 
-def _rounds(sides: tuple[Side, Side], cells: list[str], timed: dict[str, str], rounds: int, budget_s: float,
-            progress: bool) -> list[dict]:
-    measurements = []
+def _restart(sides: tuple[Side, Side]) -> None:
+    """A fresh process per side (both spawned before either is awaited: they import in parallel)."""
+    for side in sides:
+        side.close()
+        side.spawn()
+    for side in sides:
+        side.wait_ready()
+
+
+def _rounds(sides: tuple[Side, Side], cells: list[str], timed: dict[str, str], settings: ABSettings,
+            budget_s: float, progress: bool) -> list[dict]:
+    measurements, rounds = [], settings.rounds
     for rnd in range(rounds):
         started = time.perf_counter()
+        if rnd and settings.fresh_processes:
+            _restart(sides)
         order = sides if rnd % 2 == 0 else sides[::-1]  # A B, B A, A B, ...
         for cell_id in cells:
             for position, side in enumerate(order):
@@ -150,7 +166,7 @@ def summarize(cell_id: str, measurements: list[dict], settings: ABSettings) -> d
     r = paired_ratio([b for b, _ in pairs], [h for _, h in pairs], settings.confidence)
     v = verdict(r, settings.threshold)
     return {**summary, "verdict": v, "flagged": v == "slower", "ratio": r.ratio, "low": r.low, "high": r.high,
-            "note": None}
+            "coverage": r.coverage, "note": None}
 
 
 def _median(values: list[float]) -> float | None:
@@ -171,8 +187,10 @@ def run_ab(base: str, head: str, suite: str, out: Path, settings: ABSettings = A
     """Measure, decide and write OUT/ab.md, ab.json, measurements.jsonl and the pytest-benchmark files."""
     from .output import write_outputs
 
-    if settings.rounds < 2:
-        raise ABInputError(f"--rounds must be at least 2 (got {settings.rounds}): an interval needs rounds")
+    needed = min_rounds(settings.confidence)
+    if settings.rounds < needed:
+        raise ABInputError(f"--rounds {settings.rounds} is too few for a {settings.confidence:.0%} interval of the "
+                           f"median (it needs at least {needed} rounds); raise --rounds or lower --confidence")
     started = time.perf_counter()
     out = Path(out)
     with checkout_sides(base, head, settings.repo) as trees, contextlib.ExitStack() as stack:
@@ -183,7 +201,7 @@ def run_ab(base: str, head: str, suite: str, out: Path, settings: ABSettings = A
         cells, left_out = _common(sides, timed)
         if not cells:
             raise ABInputError(f"no timed cell of {suite_path} is planned by both sides: " + "; ".join(left_out))
-        measurements = _rounds(sides, cells, timed, settings.rounds, budget_s, progress)
+        measurements = _rounds(sides, cells, timed, settings, budget_s, progress)
         result = ABResult(out, _side_info(sides[0]), _side_info(sides[1]), settings, str(suite_path),
                           [summarize(c, measurements, settings) for c in cells], measurements, left_out)
     result.seconds = time.perf_counter() - started

@@ -3,7 +3,7 @@ plans the suite with the side's own code and measures the cells it is sent, one 
 
 The process is the isolated executor's ``Worker`` (pipe protocol, stderr tail, kill, death report) started with
 another command, cwd and PYTHONPATH: the side's tree comes first on ``sys.path`` (``python -c`` puts the cwd
-there), so the code under test is the revision's; ``ready`` reports which ``harness`` and ``architectures`` it
+there; ``driver.py`` is run from this tree by path), so the code under test is the revision's; ``ready`` reports which ``harness`` and ``architectures`` it
 imported and the parent checks both lie in the side's tree. A cell that kills or hangs the process is a failure
 row (``crashed`` / ``timeout``) and the side restarts for the next cell, exactly as in ``harness run``.
 """
@@ -20,6 +20,9 @@ from ..executors.isolated import IsolatedExecutor, Worker, WorkerDied
 from .trees import ABInputError, Tree
 
 DRIVER = Path(__file__).with_name("driver.py")
+# run driver.py by path without putting its directory (this tree's harness/ab) on sys.path: `python -c` puts the
+# cwd (the side's tree) first, and runpy.run_path adds nothing for a file
+BOOT = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 START_TIMEOUT_S = 600  # importing torch on a loaded machine takes 15-20 s; a stuck start is an error, not a wait
 
 
@@ -38,7 +41,7 @@ class Side(IsolatedExecutor):
         root = str(self.tree.root)
         others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                   if p and not (Path(p) / "harness" / "__init__.py").exists()]  # no other tree's harness
-        self.worker = Worker(self.setup, self.echo, command=[sys.executable, "-c", DRIVER.read_text()],
+        self.worker = Worker(self.setup, self.echo, command=[sys.executable, "-c", BOOT, str(DRIVER)],
                              cwd=root, env={"PYTHONPATH": os.pathsep.join([root, *others])})
         self.started += 1
 
