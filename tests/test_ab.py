@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.ab.stats import Ratio, min_rounds, paired_ratio, verdict
+from harness.ab.trees import checkout_sides, suite_in
 from harness.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +114,17 @@ def repo(tmp_path_factory) -> Path:
 def _ab(repo: Path, out: Path, base: str, head: str) -> tuple[int, dict]:
     rc = main(["ab", base, head, TINY, "--repo", str(repo), "--out", str(out), "--rounds", "6", "--no-progress"])
     return rc, json.loads((out / "ab.json").read_text())
+
+
+def test_worktrees_are_removed_even_on_ctrl_c(repo):
+    with pytest.raises(KeyboardInterrupt):
+        with checkout_sides("HEAD~1", "HEAD", repo) as (base, head):
+            assert base.commit == _git(repo, "rev-parse", "HEAD~1") and head.commit == _git(repo, "rev-parse", "HEAD")
+            assert (base.root / "harness" / "__init__.py").exists() and base.worktree
+            assert suite_in(head, TINY) == head.root / TINY
+            raise KeyboardInterrupt
+    assert not base.root.exists() and not head.root.exists()
+    assert _git(repo, "worktree", "list").count("\n") == 0
 
 
 @pytest.mark.slow

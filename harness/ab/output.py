@@ -35,6 +35,11 @@ def table(result: "ABResult") -> list[str]:
     return lines
 
 
+def _side_line(side: dict) -> str:
+    where = "checked out into a temporary worktree" if side["checked_out"] else f"the directory {side['tree']}"
+    return f"`{side['spec']}` = {side['commit'] or '(not a git checkout)'}, {where}"
+
+
 def markdown(result: "ABResult") -> str:
     s = result.settings
     b, h = result.base, result.head
@@ -42,8 +47,7 @@ def markdown(result: "ABResult") -> str:
     head_line = (f"**{len(flagged)} flagged slowdown(s)**" if flagged else "no flagged slowdown")
     faster = [c["cell_id"] for c in result.cells if c["verdict"] == "faster"]
     lines = [f"# A/B: {h['spec']} against {b['spec']}", "",
-             f"- base: `{b['spec']}` = {b['commit'] or '(not a git checkout)'} ({b['tree']})",
-             f"- head: `{h['spec']}` = {h['commit'] or '(not a git checkout)'} ({h['tree']})",
+             f"- base: {_side_line(b)}", f"- head: {_side_line(h)}",
              f"- suite: `{result.suite}` (resolved from the head side), {len(result.cells)} timed cells, "
              f"{s.rounds} rounds interleaved A B, B A, ..., device {s.device}",
              f"- rule: flagged when the median of the per-round ratios head/base exceeds {1 + s.threshold:g} and its "

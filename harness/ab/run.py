@@ -202,7 +202,8 @@ def run_ab(base: str, head: str, suite: str, out: Path, settings: ABSettings = A
         if not cells:
             raise ABInputError(f"no timed cell of {suite_path} is planned by both sides: " + "; ".join(left_out))
         measurements = _rounds(sides, cells, timed, settings, budget_s, progress)
-        result = ABResult(out, _side_info(sides[0]), _side_info(sides[1]), settings, str(suite_path),
+        shown = suite_path.relative_to(trees[1].root) if suite_path.is_relative_to(trees[1].root) else suite_path
+        result = ABResult(out, _side_info(sides[0]), _side_info(sides[1]), settings, str(shown),
                           [summarize(c, measurements, settings) for c in cells], measurements, left_out)
     result.seconds = time.perf_counter() - started
     write_outputs(result)
