@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.ab.stats import Ratio, min_rounds, paired_ratio, verdict
+from harness.ab.run import ABSettings, summarize
 from harness.ab.trees import checkout_sides, suite_in
 from harness.cli import main
 
@@ -53,6 +54,25 @@ def test_min_rounds_and_pairing():
 ])
 def test_verdict_needs_both_size_and_significance(ratio, low, high, expected):
     assert verdict(Ratio(ratio, low, high, 5), threshold=0.05) == expected
+
+
+def _rows(cell: str, base: list, head: list) -> list[dict]:
+    """Measurements as run.py records them: a float is an ok time, a string a failure status."""
+    return [{"cell_id": cell, "round": r, "side": side, "status": "ok" if isinstance(v, float) else v,
+             "value": v if isinstance(v, float) else None, "error": None if isinstance(v, float) else "boom"}
+            for side, values in (("base", base), ("head", head)) for r, v in enumerate(values)]
+
+
+def test_summarize_flags_a_slowdown_and_a_cell_that_fails_on_head_only():
+    settings = ABSettings()
+    slow = summarize("c", _rows("c", [1.0] * 6, [1.2, 1.3, 1.25, 1.2, 1.22, 1.4]), settings)
+    assert slow["verdict"] == "slower" and slow["flagged"] and slow["ratio"] == pytest.approx(1.235)
+    fast = summarize("c", _rows("c", [1.0] * 6, [0.7] * 6), settings)
+    assert fast["verdict"] == "faster" and not fast["flagged"]
+    head_fails = summarize("c", _rows("c", [1.0] * 6, [1.0] * 5 + ["error"]), settings)
+    assert head_fails["verdict"] == "failed" and head_fails["flagged"] and "head: error (boom)" in head_fails["note"]
+    both_fail = summarize("c", _rows("c", ["oom"] * 6, ["oom"] * 6), settings)
+    assert both_fail["verdict"] == "failed" and not both_fail["flagged"]
 
 
 # ---- bad input: exit 2 with a message naming what was wrong -------------------------------------------------------

@@ -106,17 +106,19 @@ def _common(sides: tuple[Side, Side], timed: dict[str, str]) -> tuple[list[str],
 
 def _measurement(side: Side, rnd: int, position: int, cell_id: str, metric: str, rows: list[dict]) -> dict:
     """One side's time of one cell in one round (or its failure), with where the code came from."""
-    row = next((r for r in rows if r.get("metric") == metric), None)
-    first = rows[0] if rows else {"status": "error", "error": "no rows"}
-    status = "ok" if row is not None and row.get("status") == "ok" else (
-        first.get("status") if first.get("status") != "ok" else "untimed")
-    error = first.get("error") if status != "untimed" else f"the cell returned no {metric!r} row"
+    row = next((r for r in rows if r.get("metric") == metric and r.get("status") == "ok"), None)
+    if row is not None:
+        status, error = "ok", None
+    elif rows and rows[0].get("status") != "ok":  # the cell failed: its one row says how
+        status, error = rows[0].get("status"), rows[0].get("error")
+    else:
+        status, error = "untimed", f"the cell returned no {metric!r} row"
+    row = row or {}
     return {"round": rnd, "position": position, "side": side.tree.label, "cell_id": cell_id, "status": status,
-            "value": row["value"] if status == "ok" else None, "unit": "s", "error": error if status != "ok" else None,
-            "q1_s": row.get("q1_s") if row else None, "q3_s": row.get("q3_s") if row else None,
-            "repeats": row.get("repeats") if row else None, "commit": side.tree.commit,
-            "tree": str(side.tree.root), "harness": side.info.get("harness"), "pid": side.worker.proc.pid
-            if side.worker else None}
+            "value": row.get("value"), "unit": "s", "error": error, "q1_s": row.get("q1_s"),
+            "q3_s": row.get("q3_s"), "repeats": row.get("repeats"), "commit": side.tree.commit,
+            "tree": str(side.tree.root), "harness": side.info.get("harness"),
+            "pid": side.worker.proc.pid if side.worker else None}
 
 
 def _restart(sides: tuple[Side, Side]) -> None:
