@@ -276,6 +276,7 @@ def cmd_ab(args) -> int:
     import signal
 
     from .ab import ABInputError, ABSettings, run_ab
+    from .executors import ExecutorError
 
     out = Path(args.out or Path.cwd() / "results" / f"ab-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = ABSettings(rounds=args.rounds, threshold=args.threshold, confidence=args.confidence,
@@ -284,7 +285,7 @@ def cmd_ab(args) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds like Ctrl-C: worktrees are removed
     try:
         result = run_ab(args.base, args.head, args.suite, out, settings, progress=not args.no_progress)
-    except ABInputError as err:
+    except (ABInputError, ExecutorError) as err:  # bad input, or a side whose process cannot start (its reason)
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -365,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ab", help="A/B speed of two revisions on this machine, interleaved; exit 1 on a flagged "
                                   "slowdown", description="Measure the timed cells of SUITE for BASE and HEAD on "
-                       "this machine in interleaved rounds (A B, B A, ...), each side in its own long-lived process "
-                       "that imports that side's tree, and flag the cells whose median HEAD/BASE ratio exceeds "
+                       "this machine in interleaved rounds (A B, B A, ...), each side in its own process (a fresh one "
+                       "each round) that imports that side's tree, and flag the cells whose median HEAD/BASE ratio exceeds "
                        "1 + threshold with a confidence interval above 1. Exit 0: no flagged slowdown; 1: flagged "
                        "(or a cell that fails only on HEAD); 2: bad input.")
     s.add_argument("base", help="a git revision (checked out into a temporary worktree, removed afterwards) or an "

@@ -104,6 +104,18 @@ def test_too_few_rounds_for_the_confidence_is_bad_input(tmp_path, capsys):
     assert "--rounds 5 is too few for a 95% interval" in capsys.readouterr().err
 
 
+def test_a_side_that_cannot_start_is_bad_input_with_its_reason(tmp_path, capsys):
+    old = tmp_path / "old"
+    (old / "harness").mkdir(parents=True)
+    (old / "harness" / "__init__.py").write_text("")  # a tree without the engine's executors
+    rc = main(["ab", str(old), str(ROOT), TINY, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    # it cannot plan the suite with its own code: the process dies, or imports the missing modules from an
+    # installed copy (an editable install's finder), which the side's check of where its packages came from stops
+    assert "error: the base side" in err and ("failed to start" in err or "not from its tree" in err)
+
+
 # ---- end to end on a temporary git repository ----------------------------------------------------------------------
 
 def _git(repo: Path, *args: str) -> str:

@@ -60,7 +60,7 @@ class Side(IsolatedExecutor):
             if not Path(info[package]).resolve().is_relative_to(self.tree.root.resolve()):
                 self.close()
                 raise ExecutorError(f"{what} imported {package} from {info[package]}, not from its tree "
-                                    f"{self.tree.root} (installed non-editable in this environment?)")
+                                    f"{self.tree.root}: the tree lacks it, or an installed copy shadows it")
         self.info = info
         return info
 
