@@ -1,4 +1,4 @@
-"""Command line: ``python -m harness {list,run,report,compare,baseline,validate,lm-eval}``."""
+"""Command line: ``python -m harness {list,run,report,compare,baseline,validate,lm-eval,ab}``."""
 from __future__ import annotations
 
 import argparse
@@ -273,6 +273,29 @@ def cmd_lm_eval(args) -> int:
     return 0
 
 
+def cmd_ab(args) -> int:
+    import signal
+
+    from .ab import ABInputError, ABSettings, run_ab
+    from .executors import ExecutorError
+
+    out = Path(args.out or Path.cwd() / "results" / f"ab-{time.strftime('%Y%m%d-%H%M%S')}")
+    settings = ABSettings(rounds=args.rounds, threshold=args.threshold, confidence=args.confidence,
+                          device=args.device, only=args.only, threads=args.threads, repo=args.repo,
+                          echo_stderr=args.verbose, fresh_processes=not args.keep_processes)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds like Ctrl-C: worktrees are removed
+    try:
+        result = run_ab(args.base, args.head, args.suite, out, settings, progress=not args.no_progress)
+    except (ABInputError, ExecutorError) as err:  # bad input, or a side whose process cannot start (its reason)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print((out / "ab.md").read_text())
+    print(f"written: {out}/ab.md, ab.json, measurements.jsonl, base.json and head.json (pytest-benchmark format)")
+    return 1 if result.flagged else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -344,6 +367,34 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a suite file against the schema and the registries")
     s.add_argument("suite")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("ab", help="A/B speed of two revisions on this machine, interleaved; exit 1 on a flagged "
+                                  "slowdown", description="Measure the timed cells of SUITE for BASE and HEAD on "
+                       "this machine in interleaved rounds (A B, B A, ...), each side in its own process (a fresh one "
+                       "each round) that imports that side's tree, and flag the cells whose median HEAD/BASE ratio exceeds "
+                       "1 + threshold with a confidence interval above 1. Exit 0: no flagged slowdown; 1: flagged "
+                       "(or a cell that fails only on HEAD); 2: bad input.")
+    s.add_argument("base", help="a git revision (checked out into a temporary worktree, removed afterwards) or an "
+                                "existing directory (a transformer-bench tree, used as it is)")
+    s.add_argument("head", help="the same for the side under test; `.` is the working tree with uncommitted changes")
+    s.add_argument("suite", help="suite file, resolved from the HEAD side: a path relative to HEAD's tree, an "
+                                 "absolute path, or a name in HEAD's suites/")
+    s.add_argument("--rounds", type=int, default=6, help="measurements of every cell per side (default 6)")
+    s.add_argument("--threshold", type=_tolerance, default=0.05,
+                   help="relative slowdown below which nothing is flagged (default 0.05)")
+    s.add_argument("--confidence", type=_fraction, default=0.95,
+                   help="of the sign-test interval of the median ratio (default 0.95, which needs >= 6 rounds)")
+    s.add_argument("--out", help="output directory (default ./results/ab-<time>)")
+    s.add_argument("--repo", help="git repository of the revisions (default: the one around the current directory)")
+    s.add_argument("--device", default="cpu", help="cpu (default) | cuda[:i] | auto")
+    s.add_argument("--only", help="glob over the suite's mixer labels/names")
+    s.add_argument("--threads", type=int, help="torch intra-op threads (default: the suite's timing.cpu_threads)")
+    s.add_argument("--keep-processes", action="store_true",
+                   help="one process per side for all rounds (faster) instead of a fresh one per side each round "
+                        "(the default: a process's own bias of a few %% then counts as noise, not as a difference)")
+    s.add_argument("--no-progress", action="store_true", help="no line per round on stderr")
+    s.add_argument("--verbose", action="store_true", help="show the sides' stderr (warnings) on ours")
+    s.set_defaults(func=cmd_ab)
 
     s = sub.add_parser("lm-eval", help="run lm-evaluation-harness tasks on a checkpoint (needs the lmeval extra)")
     s.add_argument("checkpoint", help="a checkpoint written by the perplexity benchmark (OUT/checkpoints/*.pt)")

@@ -96,6 +96,11 @@ class Benchmark:
     def run_cell(self, cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def timed_metric(self) -> str | None:
+        """The metric of this entry's cells that is a time (a median of repeats after warm-up), which ``harness ab``
+        compares between two revisions; None (the default): the entry's cells are not timed."""
+        return None
+
     def run_figures(self, cells: list[Cell], specs: dict[str, dict], out: Path) -> dict[str, Any]:
         """Figures the report shows that are not measurements of a cell, computed when the run starts (from the
         planned cells and the mixers' specs) and saved in ``OUT/figures.json`` under the entry's label, so that a

@@ -36,6 +36,9 @@ class OpSpeed(Benchmark):
     Params = OpSpeedParams
     description = "forward time of every implementation of a mixer's operator (ours and peers' references)"
 
+    def timed_metric(self) -> str | None:
+        return "time_s"
+
     @classmethod
     def report_section(cls, run, entry) -> list[str]:
         from ._op_speed_report import section

@@ -57,6 +57,9 @@ class Scaling(Benchmark):
     Params = ScalingParams
     description = "time, memory, FLOPs and decode state of one layer vs sequence length; exponent fits"
 
+    def timed_metric(self) -> str | None:
+        return "time_s" if "time" in self.params.metrics else None
+
     def run_figures(self, cells: list[Cell], specs: dict[str, dict], out) -> dict[str, Any]:
         """The KV cache per token of growing caches at this run's decode sizes and at the published configurations
         of the specs (``analysis.kv_cache_per_token``, mixers built on the meta device), for the report."""

@@ -28,11 +28,16 @@ class WorkerDied(Exception):
 
 
 class Worker:
-    def __init__(self, setup, echo_stderr: bool = True):
-        env = {**os.environ, "HARNESS_PARENT_PID": str(os.getpid())}
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.executors.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                     start_new_session=True)  # Ctrl-C reaches the parent only
+    """A worker subprocess speaking the pipe protocol of ``worker.py``. ``command``, ``cwd`` and ``env`` (added to
+    the parent's environment) default to this tree's ``harness.executors.worker``; ``harness ab`` starts its driver
+    in another revision's tree with them."""
+
+    def __init__(self, setup, echo_stderr: bool = True, *, command: list[str] | None = None, cwd=None,
+                 env: dict[str, str] | None = None):
+        env = {**os.environ, **(env or {}), "HARNESS_PARENT_PID": str(os.getpid())}
+        self.proc = subprocess.Popen(command or [sys.executable, "-m", "harness.executors.worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                     cwd=cwd, start_new_session=True)  # Ctrl-C reaches the parent only
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.echo = echo_stderr
         self.drain = threading.Thread(target=self._drain_stderr, daemon=True)
