@@ -293,3 +293,15 @@ def test_quality_is_the_perplexity_ratio_to_the_baseline():
     assert quality_table(df, baseline="linear").set_index(["mode", "seq_len", "mixer"]).loc[
         ("causal_lm", 256, "standard"), "quality"] == pytest.approx(100 * 2 ** 0.1)
     assert quality_table(pd.DataFrame()).empty
+
+
+def test_lr_sweep_names_a_best_lr_at_the_edge_of_the_grid():
+    import pandas as pd
+
+    from harness.benchmarks._perplexity_report import edge_note
+
+    sweep = pd.DataFrame({"mixer": ["a"] * 3 + ["b"] * 3, "lr": [1e-3, 3e-3, 1e-2] * 2,
+                          "best": [False, True, False, False, False, True]})
+    assert edge_note(sweep) == ["Best at an edge of the sweep (0.001-0.01), so a better lr may lie outside it: "
+                                "b (0.01).", ""]
+    assert edge_note(sweep.assign(best=[False, True, False, False, True, False])) == []

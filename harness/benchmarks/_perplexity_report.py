@@ -88,4 +88,15 @@ def lr_sweep(sub: pd.DataFrame) -> list[str]:
             include_groups=False).rename("further seeds at the best lr").reset_index()
         grid = grid.merge(more, on=["mode", "seq_len", "mixer"], how="left").fillna("")
     return ["### Learning-rate sweep (val_bpb; * = best)", "",
-            grid.to_markdown(index=False, disable_numparse=True) + "\n", ""]
+            grid.to_markdown(index=False, disable_numparse=True) + "\n", *edge_note(sweep), ""]
+
+
+def edge_note(sweep: pd.DataFrame) -> list[str]:
+    """Mixers whose best lr is the smallest or largest of the sweep: their optimum may lie outside it."""
+    lrs = sorted(sweep["lr"].dropna().unique())
+    best = sweep[sweep["best"].fillna(False).astype(bool)]
+    edge = sorted({f"{m} ({lr:g})" for m, lr in zip(best["mixer"], best["lr"]) if lr in (lrs[0], lrs[-1])})
+    if not edge:
+        return []
+    return [f"Best at an edge of the sweep ({lrs[0]:g}-{lrs[-1]:g}), so a better lr may lie outside it: "
+            f"{', '.join(edge)}.", ""]
