@@ -257,7 +257,8 @@ def t5_mapping(cfg) -> dict[str, str]:
     return m
 
 
-def test_tiny_t5_logits_equal_transformers():
+def _tiny_t5_pair():
+    """The tiny T5 in transformers and ours with its weights transplanted."""
     pytest.importorskip("transformers")
     from transformers import T5ForConditionalGeneration
 
@@ -266,6 +267,11 @@ def test_tiny_t5_logits_equal_transformers():
     theirs = T5ForConditionalGeneration(t5.t5_hf_config(cfg)).eval()
     ours = EncoderDecoder(cfg).eval()
     _transplant(ours, theirs.state_dict(), t5_mapping(cfg))
+    return ours, theirs
+
+
+def test_tiny_t5_logits_equal_transformers():
+    ours, theirs = _tiny_t5_pair()
     g = torch.Generator().manual_seed(1)
     src, tgt = torch.randint(0, 256, (2, 63), generator=g), torch.randint(0, 256, (2, 40), generator=g)
     with torch.no_grad():
@@ -275,14 +281,7 @@ def test_tiny_t5_logits_equal_transformers():
 
 def test_tiny_t5_greedy_decoding_equals_transformers_generate_with_its_cache():
     """Our prefill + step against ``generate`` (KV cache on, greedy): the same tokens and next-token logits."""
-    pytest.importorskip("transformers")
-    from transformers import T5ForConditionalGeneration
-
-    cfg = M.get_model("t5-base").tiny
-    torch.manual_seed(0)
-    theirs = T5ForConditionalGeneration(t5.t5_hf_config(cfg)).eval()
-    ours = EncoderDecoder(cfg).eval()
-    _transplant(ours, theirs.state_dict(), t5_mapping(cfg))
+    ours, theirs = _tiny_t5_pair()
     src = torch.randint(0, 256, (2, 21), generator=torch.Generator().manual_seed(2))
     start = 0  # T5's decoder start token (its pad id)
     with torch.no_grad():
