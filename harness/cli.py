@@ -152,7 +152,7 @@ def cmd_run(args) -> int:
     from .suites import load_suite
     from .device import resolve_device
     from .executors import load_plugins
-    from .runner import plan, run_suite
+    from .runner import pending_cells, plan, run_suite
 
     load_plugins(args.plugin or None)
     path = _suite_path(args.suite)
@@ -194,6 +194,11 @@ def cmd_run(args) -> int:
     print(f"{summary.cells} cells ({summary.reused} from before, {summary.ran} run: {counts}) in "
           f"{summary.seconds:.0f} s")
     print(f"results: {summary.out / 'results.jsonl'}\nreport:  {summary.out / 'report.md'}")
+    left = pending_cells(summary.out)
+    if left:
+        print(f"{sum(left.values())} planned cells have no result yet ("
+              + ", ".join(f"{label}: {n}" for label, n in left.items()) + "); run them with:\n"
+              f"  python -m harness run {args.suite} --resume {out}")
     return 0
 
 

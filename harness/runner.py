@@ -200,11 +200,34 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
                       f"(the cells already measured are kept as they are): {', '.join(changed)}", file=sys.stderr)
     env_path.write_text(json.dumps(env, indent=2))
     (out / "suite.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_plan(out, plan(suite, device, only) if benchmarks else cells)
     specs = {m.name: architectures.get_mixer(m.name).spec.as_dict()
              for m in resolve_mixers(suite, only) if not m.missing}
     (out / "specs.json").write_text(json.dumps(specs, indent=2, default=str))
     write_figures(out, suite, device, cells, specs)
     return env
+
+
+def write_plan(out: Path, cells: list[Cell]) -> None:
+    """``OUT/plan.json``: entry label -> the ids of the cells this run directory is meant to hold (the whole suite
+    with ``--only`` applied: ``--benchmarks`` defers entries to a later ``--resume``, it does not drop them), so that
+    a report can say which cells have no result yet."""
+    planned: dict[str, list[str]] = {}
+    for c in cells:
+        planned.setdefault(c.benchmark, []).append(c.cell_id)
+    (out / "plan.json").write_text(json.dumps({"cells": planned}, indent=0))
+
+
+def pending_cells(out: Path) -> dict[str, int]:
+    """Entry label -> planned cells of OUT/plan.json without a committed result (entries with none missing left
+    out; {} without a plan.json)."""
+    path = Path(out) / "plan.json"
+    if not path.exists():
+        return {}
+    done = read_journal(Path(out) / "results.jsonl").cells
+    planned = json.loads(path.read_text()).get("cells", {})
+    missing = {label: sum(1 for c in ids if c not in done) for label, ids in planned.items()}
+    return {label: n for label, n in missing.items() if n}
 
 
 def write_figures(out: Path, suite: Suite, device: torch.device, cells: list[Cell], specs: dict) -> None:

@@ -296,3 +296,29 @@ def test_benchmarks_filter_runs_some_entries_and_resume_runs_the_rest(tmp_path):
     summary = run_suite(s, tmp_path, CPU, resume=True, progress=False, write_report=False)
     assert set(CALLS) == {16} and summary.reused == 1 and summary.ran == 1
     assert {r["benchmark"] for r in read_rows(tmp_path / "results.jsonl")} == {"short", "long"}
+
+
+def test_an_incomplete_run_says_what_is_missing_until_resumed(tmp_path, capsys):
+    from harness.cli import main
+    from harness.runner import pending_cells
+
+    s = {"suite": "t", "mixers": ["_test_counting"], "time_budget_s": 60.0,
+         "timing": {"warmup": 0, "min_run_time_s": 0.001, "min_repeats": 1, "max_time_s": 0.5},
+         "benchmarks": [{"kind": "scaling", "name": name, "modes": ["forward"],
+                         "sweep": {"seq_len": lengths, "d_model": [16], "n_heads": [2]},
+                         "params": {"metrics": ["time"]}} for name, lengths in (("short", [16]), ("long", [32, 64]))]}
+    path = tmp_path / "t.yaml"
+    path.write_text(json.dumps(s))  # JSON is YAML
+    out = tmp_path / "out"
+    argv = ["run", str(path), "--out", str(out), "--device", "cpu", "--no-progress", "--executor", "inline"]
+    assert main([*argv, "--benchmarks", "short"]) == 0
+    assert json.loads((out / "plan.json").read_text())["cells"].keys() == {"short", "long"}
+    assert pending_cells(out) == {"long": 2}
+    assert f"run them with:\n  python -m harness run {path} --resume {out}" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    assert "**Incomplete run**: 2 of 3 planned cells have no result yet (`long` 2 of 2)" in report
+    assert f"`python -m harness run {path} --resume {out}`" in report
+    assert main(["run", str(path), "--resume", str(out), "--device", "cpu", "--no-progress",
+                 "--executor", "inline"]) == 0
+    assert pending_cells(out) == {} and "Incomplete run" not in (out / "report.md").read_text()
+    assert "have no result yet" not in capsys.readouterr().out

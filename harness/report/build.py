@@ -17,6 +17,28 @@ from .markdown import md
 from .run import RunData
 
 
+def resume_command(run: RunData) -> str:
+    """The command that completes this run: the suite by name when it is a shipped suite, else its file."""
+    from ..env import data_dir
+
+    source, name = run.resolved.get("source"), run.suite.suite
+    shipped = data_dir("suites") / f"{name}.yaml"
+    suite = name if not source or Path(source).resolve() == shipped.resolve() else source
+    return f"python -m harness run {suite} --resume {run.out}"
+
+
+def completeness(run: RunData) -> list[str]:
+    """A notice at the top of an incomplete run's report: which entries still lack cells, and how to finish."""
+    pending = run.pending()
+    if not pending:
+        return []
+    planned = sum(len(ids) for ids in run.planned.values())
+    which = ", ".join(f"`{label}` {n} of {len(run.planned[label])}" for label, n in pending.items())
+    return [f"> **Incomplete run**: {sum(pending.values())} of {planned} planned cells have no result yet "
+            f"({which}); the sections and claims below show only what was measured. Finish it with "
+            f"`{resume_command(run)}`.", ""]
+
+
 def environment(run: RunData) -> list[str]:
     table = pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
                           for k, v in run.env.items()])
@@ -55,7 +77,7 @@ def markdown(run: RunData) -> str:
     lines = [f"# {run.suite.suite} report", ""]
     if run.suite.description:
         lines += [run.suite.description.strip(), ""]
-    lines += sections(run, summary=True) + environment(run) + cells(run) + sections(run, summary=False)
+    lines += completeness(run) + sections(run, summary=True) + environment(run) + cells(run) + sections(run, summary=False)
     return "\n".join(lines)
 
 

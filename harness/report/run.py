@@ -36,6 +36,7 @@ class RunData:
     specs: dict = field(default_factory=dict)  # specs.json: mixer registry name -> MixerSpec.as_dict()
     figures: dict = field(default_factory=dict)  # figures.json: benchmark label -> figures computed at run start
     resolved: dict = field(default_factory=dict)  # the rest of suite.yaml: source, device, only, resolved mixers
+    planned: dict = field(default_factory=dict)  # plan.json: entry label -> planned cell ids ({} for older runs)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -48,7 +49,7 @@ class RunData:
         suite = Suite.model_validate(resolved.pop("suite", {}))
         df = load_results(out) if (out / "results.jsonl").exists() else pd.DataFrame()
         return cls(out, df, suite, _json(out / "env.json"), _json(out / "specs.json"),
-                   _json(out / "figures.json"), resolved)
+                   _json(out / "figures.json"), resolved, _json(out / "plan.json").get("cells", {}))
 
     @property
     def plots(self) -> Path:
@@ -79,6 +80,13 @@ class RunData:
         from ..benchmarks import validate_params
 
         return validate_params(entry.kind, entry.params)
+
+    def pending(self) -> dict[str, int]:
+        """Entry label -> number of planned cells without a committed result (only entries with some missing;
+        empty for a complete run, or a run directory older than plan.json)."""
+        done = set(self.df["cell_id"]) if "cell_id" in self.df else set()
+        missing = {label: sum(1 for c in ids if c not in done) for label, ids in self.planned.items()}
+        return {label: n for label, n in missing.items() if n}
 
     def cached(self, key: Any, compute) -> Any:
         """A value computed once per report (e.g. the exponent fits, shared by several sections)."""
