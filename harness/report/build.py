@@ -22,8 +22,12 @@ def resume_command(run: RunData) -> str:
     from ..env import data_dir
 
     source, name = run.resolved.get("source"), run.suite.suite
-    shipped = data_dir("suites") / f"{name}.yaml"
-    suite = name if not source or Path(source).resolve() == shipped.resolve() else source
+    if not source:
+        return f"python -m harness run {name} --resume {run.out}"
+    path = Path(source)  # recorded as given to `run` (a name resolves to the shipped file's absolute path)
+    shipped = (path.name == f"{name}.yaml" and path.parent.name in ("suites", "_suites")
+               and (data_dir("suites") / path.name).exists())
+    return f"python -m harness run {name if shipped else source} --resume {run.out}"
     return f"python -m harness run {suite} --resume {run.out}"
 
 
