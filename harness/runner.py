@@ -200,11 +200,12 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
                       f"(the cells already measured are kept as they are): {', '.join(changed)}", file=sys.stderr)
     env_path.write_text(json.dumps(env, indent=2))
     (out / "suite.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    write_plan(out, plan(suite, device, only) if benchmarks else cells)
+    everything = plan(suite, device, only) if benchmarks else cells  # --benchmarks defers entries, never drops them
+    write_plan(out, everything)
     specs = {m.name: architectures.get_mixer(m.name).spec.as_dict()
              for m in resolve_mixers(suite, only) if not m.missing}
     (out / "specs.json").write_text(json.dumps(specs, indent=2, default=str))
-    write_figures(out, suite, device, cells, specs)
+    write_figures(out, suite, device, everything, specs)
     return env
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,3 +122,26 @@ def test_ray_executor_smoke_subset_is_identical_to_the_baseline(cluster, tmp_pat
     append_rows(tmp_path / "base.jsonl", base)
     table, regressed = compare(tmp_path / "base.jsonl", tmp_path / "ray", tolerance=0.0)
     assert not regressed, table
+
+
+def test_without_an_address_a_new_local_ray_is_started(monkeypatch):
+    """No address and no RAY_ADDRESS: ray.init(address="local") starts a Ray for the run. With address=None, Ray
+    connects to the cluster named in /tmp/ray/ray_current_cluster when that file exists, and a dead cluster there
+    made `run --executor ray` wait on it for minutes (measured on our VM)."""
+    import ray
+
+    from harness.executors import ExecutorError
+    from harness.executors.ray_executor import RayExecutor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    seen = {}
+
+    def fake_init(address=None, **kwargs):
+        seen["address"] = address
+        raise ConnectionError("not started in this test")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake_init)
+    with pytest.raises(ExecutorError, match=r"cannot start or reach Ray at \(local\)"):
+        RayExecutor().start(SimpleNamespace(plugins=()))
+    assert seen["address"] == "local"

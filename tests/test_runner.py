@@ -322,3 +322,15 @@ def test_an_incomplete_run_says_what_is_missing_until_resumed(tmp_path, capsys):
                  "--executor", "inline"]) == 0
     assert pending_cells(out) == {} and "Incomplete run" not in (out / "report.md").read_text()
     assert "have no result yet" not in capsys.readouterr().out
+
+
+def test_run_figures_of_deferred_entries_are_kept(tmp_path):
+    """figures.json holds every entry's run-start figures, also when --benchmarks runs only some entries (a resume
+    of one entry once wiped the scaling entry's KV-cache-per-token figures from a committed report)."""
+    entry = {"kind": "scaling", "modes": ["decode"], "sweep": {"seq_len": [16], "d_model": [16], "n_heads": [2]},
+             "params": {"metrics": ["state"]}}
+    s = Suite.model_validate({"suite": "t", "mixers": ["standard"], "time_budget_s": 60.0,
+                              "benchmarks": [{**entry, "name": "first"}, {**entry, "name": "second"}]})
+    run_suite(s, tmp_path, CPU, benchmarks="first", progress=False, write_report=False)
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert set(figures) == {"first", "second"} and figures["second"]["kv_cache_per_token"]

@@ -53,7 +53,9 @@ class RayExecutor:
         env = {"PYTHONPATH": path, "HARNESS_PLUGINS": ",".join(setup.plugins)}
         if not ray.is_initialized():
             try:
-                ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False,
+                # "local": a new Ray for this run, never one that a stale /tmp/ray/ray_current_cluster names (a
+                # dead cluster there made ray.init wait on its address for minutes)
+                ray.init(address=self.address or "local", runtime_env={"env_vars": env}, log_to_driver=False,
                          include_dashboard=False, configure_logging=False)
             except Exception as err:  # noqa: BLE001 - Ray raises several kinds; all mean "no cluster"
                 raise ExecutorError(f"cannot start or reach Ray at {self.address or '(local)'}: "
