@@ -2,6 +2,7 @@
 an injected crashing cell; deterministic figures identical to the inline executor's. Skipped without the `ray`
 extra."""
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,7 +36,12 @@ def _fault_mixers():
 REPO = Path(__file__).resolve().parents[1]
 # Ray replaces 127.0.0.1 with the machine's routable address unless it believes clusters are off (its switch for
 # Windows and macOS): with it, the whole cluster lives on loopback.
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+# Token authentication on, with this module's own token, for the head, the workers and the harness alike: Ray >= 2.5x
+# turns it on for `ray start --head` whenever ~/.ray/auth_token exists (any earlier local `ray.init()` writes one)
+# but never for a client given an explicit address, so without explicit settings the test would depend on the
+# machine's home directory (it failed on a CI machine that had that file).
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO),
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def _free_port() -> int:
@@ -145,3 +151,23 @@ def test_without_an_address_a_new_local_ray_is_started(monkeypatch):
     with pytest.raises(ExecutorError, match=r"cannot start or reach Ray at \(local\)"):
         RayExecutor().start(SimpleNamespace(plugins=()))
     assert seen["address"] == "local"
+
+
+@pytest.mark.parametrize("auth_mode, hinted", [(None, True), ("token", False)])
+def test_an_unreachable_address_names_token_authentication(monkeypatch, auth_mode, hinted):
+    """A client given an address never turns token authentication on by itself (Ray's rule), while a head started
+    with ~/.ray/auth_token present does: the error says how to match it, unless RAY_AUTH_MODE is already chosen."""
+    import ray
+
+    from harness.executors import ExecutorError
+    from harness.executors.ray_executor import RayExecutor
+
+    if auth_mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", auth_mode)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("unauthenticated")))
+    with pytest.raises(ExecutorError, match="127.0.0.1:1") as err:
+        RayExecutor(address="127.0.0.1:1").start(SimpleNamespace(plugins=()))
+    assert ("RAY_AUTH_MODE=token" in str(err.value)) == hinted

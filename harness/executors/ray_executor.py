@@ -31,6 +31,15 @@ def _run_cell(setup, key: str, job):
     return _RUNNERS[key].run(job)
 
 
+def _auth_hint(address: str | None) -> str:
+    """Ray turns token authentication on for `ray start --head` when ~/.ray/auth_token exists, but never for a
+    client given an explicit address: the usual cause of "Authentication token is missing or incorrect"."""
+    if address is None or os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return ("\nif the cluster uses token authentication (Ray enables it for `ray start --head` when ~/.ray/auth_token "
+            "exists), set RAY_AUTH_MODE=token, with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, for this run")
+
+
 class RayExecutor:
     def __init__(self, address: str | None = None, cpus: int = 1):
         try:
@@ -59,7 +68,7 @@ class RayExecutor:
                          include_dashboard=False, configure_logging=False)
             except Exception as err:  # noqa: BLE001 - Ray raises several kinds; all mean "no cluster"
                 raise ExecutorError(f"cannot start or reach Ray at {self.address or '(local)'}: "
-                                    f"{type(err).__name__}: {err}") from None
+                                    f"{type(err).__name__}: {err}{_auth_hint(self.address)}") from None
             self.started_here = self.address is None
         self.setup = setup
         self.key = f"{os.getpid()}-{time.time_ns()}"
