@@ -30,14 +30,8 @@ SPLITS = (1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 62)  # on and off the 
 # Mixers whose past outputs may move by at most 1 ulp when future tokens change, and why: (none so far)
 ULP_ALLOWANCE: dict[str, str] = {}
 # Known inexact causality, each with its figure and reason; the test still runs and must fail (strict xfail), so a
-# fix is noticed. Which keys a query sees is exactly causal here; the rounding of the sums over them is not.
-KNOWN_INEXACT = {
-    ("reformer", "float32"): "the blocked LSH form chunks the globally sorted sequence, so a past query's window "
-    "columns shift with the number of later tokens in earlier buckets and its softmax sums run in another order: "
-    "past outputs move by up to ~3e3 ulps (~1e-7 relative) in fp32 (bf16 rounds it away). A bucket-aligned layout "
-    "is bitwise causal (commit 0ef68ee) but pads every bucket to whole chunks: 16x the FLOPs at n=128 with the "
-    "default 64 buckets x 64-token chunks, so it was reverted; open in issue 11.",
-}
+# fix is noticed. Empty: Reformer's blocked form (up to ~3e3 ulps in fp32 until its row sums were aligned) was the last.
+KNOWN_INEXACT: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(autouse=True, scope="module")
