@@ -180,7 +180,7 @@ def cmd_run(args) -> int:
                             resume=bool(args.resume),
                             progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads,
                             cpu_memory_fraction=args.cpu_memory_limit, executor=args.executor,
-                            executor_options=options)
+                            executor_options=options, rerun=args.rerun)
     except KeyboardInterrupt as err:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the report short
         what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
@@ -325,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "those entries only; a later --resume without it runs the rest")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="OUT",
                    help="complete an interrupted run: rerun only cells without results")
+    s.add_argument("--rerun", metavar="GLOB",
+                   help="with --resume: withdraw the committed cells whose id matches GLOB (* and ? wildcards, the rest "
+                        "literal; e.g. 'perplexity/mamba[*' after a fix to mamba) and measure them again; the old rows "
+                        "stay in results.jsonl, marked as withdrawn")
     s.add_argument("--dry-run", action="store_true", help="print the cells and exit")
     s.add_argument("--threads", type=int, help="torch intra-op threads (default: the suite's timing.cpu_threads on CPU, else torch's choice)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

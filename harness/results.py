@@ -8,7 +8,9 @@ The file is a journal of committed cells. A run first writes a header line (``{"
 rows are then written in one write together with a commit marker (``{"_commit": cell_id, "rows": n}``) and
 fsync'd. Only rows that a marker commits count: a cell cut off mid-write (kill, full disk) leaves rows without a
 marker, a torn tail, which ``read_journal`` reports and ``set_aside_torn_tail`` moves into a side file before a
-resumed run appends, so that the cell runs again. Lines before the first header (files written before the journal
+resumed run appends, so that the cell runs again. A ``{"_retract": cell_id, "reason": ...}`` marker withdraws a
+committed cell (``run --resume OUT --rerun GLOB``, after a fix to what it measured): its rows stop counting, and a
+later commit of the same cell replaces them. Lines before the first header (files written before the journal
 existed, baselines written by ``append_rows``) are plain rows. ``read_rows`` / ``load_results`` are the one reader
 that everything (report, compare, claims, tests) uses; they return rows only, never markers.
 """
@@ -77,6 +79,13 @@ def commit_cell(path: Path, cell_id: str, rows: list[dict[str, Any]]) -> None:
     _write_all(Path(path), "".join(_line(r) for r in rows) + _line({"_commit": cell_id, "rows": len(rows)}))
 
 
+def retract_cells(path: Path, cell_ids: Iterable[str], reason: str) -> None:
+    """Withdraw committed cells so that a resumed run measures them again (``run --rerun``): one ``_retract`` marker
+    per cell, in one write, fsync'd. The file stays append-only: the withdrawn rows remain in it, with the marker
+    and its reason after them, and no reader counts them."""
+    _write_all(Path(path), "".join(_line({"_retract": c, "reason": reason}) for c in cell_ids))
+
+
 @dataclass
 class Journal:
     rows: list[dict[str, Any]] = field(default_factory=list)  # committed rows (and plain rows before any header)
@@ -84,6 +93,7 @@ class Journal:
     good_bytes: int = 0  # length of the file up to the end of its last complete unit
     torn: bytes = b""  # what follows: an uncommitted cell, a cut line
     orphans: int = 0  # lines inside the file that no marker commits (damage in the middle; ignored)
+    retracted: dict[str, str] = field(default_factory=dict)  # cell id -> reason, for cells withdrawn and not redone
 
 
 def read_journal(path: Path) -> Journal:
@@ -112,12 +122,17 @@ def read_journal(path: Path) -> Journal:
         if "_journal" in obj:
             j.orphans += len(pending)
             journal_mode, pending, j.good_bytes = True, [], pos
+        elif "_retract" in obj:
+            j.orphans += len(pending)
+            pending, j.good_bytes = [], pos
+            _retract(j, obj["_retract"], str(obj.get("reason", "")))
         elif "_commit" in obj:
             n = obj.get("rows")
             take = pending[-n:] if isinstance(n, int) and 0 < n <= len(pending) else None
             if take and all(r.get("cell_id") == obj["_commit"] for r in take):
                 j.rows.extend(take)
                 j.cells.add(obj["_commit"])
+                j.retracted.pop(obj["_commit"], None)
                 j.orphans += len(pending) - len(take)
             else:
                 j.orphans += len(pending) + 1
@@ -131,6 +146,13 @@ def read_journal(path: Path) -> Journal:
             j.good_bytes = pos
     j.torn = data[j.good_bytes:]
     return j
+
+
+def _retract(j: Journal, cell_id: str, reason: str) -> None:
+    if cell_id in j.cells:
+        j.cells.discard(cell_id)
+        j.rows = [r for r in j.rows if r.get("cell_id") != cell_id]
+        j.retracted[cell_id] = reason
 
 
 def set_aside_torn_tail(path: Path, journal: Journal) -> Path | None:

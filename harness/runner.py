@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import json
+import re
 import sys
 import time
 import uuid
@@ -27,12 +28,12 @@ import architectures
 from .benchmarks import BENCHMARKS, Cell
 from .config import Suite, resolve_mixers
 from .device import configure_cpu_allocator, cpu_memory_cap
-from .env import collect_env
+from .env import collect_env, git_commit
 from .executors import ExecutorError, Job, Setup, load_plugins, make_executor
 from .executors.cell import CellTimeout, failure, time_budget  # noqa: F401 - re-exported
 from .lock import LockHeld, RunLock
 from .measure import measure_matmul_peak
-from .results import commit_cell, read_journal, set_aside_torn_tail, start_journal
+from .results import commit_cell, read_journal, retract_cells, set_aside_torn_tail, start_journal
 
 
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR)
@@ -121,12 +122,16 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
               only: str | None = None, benchmarks: str | None = None, resume: bool = False, progress: bool = True,
               write_report: bool = True, cpu_allocator: str = "caching",
               threads: int | None = None, cpu_memory_fraction: float | None = 0.9,
-              executor: str = "inline", executor_options: dict | None = None) -> RunSummary:
+              executor: str = "inline", executor_options: dict | None = None, rerun: str | None = None
+              ) -> RunSummary:
     """Run every planned cell not yet committed in OUT/results.jsonl. ``threads`` (CPU) overrides the suite's
     ``timing.cpu_threads``; the thread count that ran is in env.json and in every row. On CPU the process's
     address space is capped at ``cpu_memory_fraction`` of physical memory while the cells run (``oom`` cells
     instead of the kernel's OOM killer; None or 0: no cap); workers inherit the cap. ``executor``: inline (this
-    library call's default: what the measurement tests use), isolated (the CLI's default) or ray."""
+    library call's default: what the measurement tests use), isolated (the CLI's default) or ray. ``rerun`` (with
+    ``resume``): a glob over cell ids; the committed cells it matches are withdrawn and measured again."""
+    if rerun and not resume:
+        raise RunError("--rerun withdraws cells of an existing run: use it with --resume OUT")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +150,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
                               resume=resume,
                               progress=progress, write_report=write_report, cpu_allocator=cpu_allocator,
                               threads=threads, memory_cap=memory_cap, executor=executor,
-                              executor_options=executor_options or {})
+                              executor_options=executor_options or {}, rerun=rerun)
     except ExecutorError as err:
         raise RunError(str(err)) from None
     except OSError as err:
@@ -172,6 +177,21 @@ def _open_journal(out: Path, resume: bool) -> set[str]:
               f"damaged in the middle); they are ignored and their cells run again", file=sys.stderr)
     start_journal(results_path)
     return journal.cells
+
+
+def _withdraw(results_path: Path, cells: list[Cell], done: set[str], pattern: str) -> set[str]:
+    """``--rerun``: withdraw the committed cells of the plan whose id matches the glob, so that they run again."""
+    # * and ? are wildcards, everything else literal: cell ids hold brackets ("perplexity/mamba[torch]/train/...")
+    regex = re.compile("".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern))
+    chosen = [c.cell_id for c in cells if c.cell_id in done and regex.fullmatch(c.cell_id)]
+    if not chosen:
+        raise RunError(f"--rerun {pattern!r} matches no committed cell of this run's plan (a glob over cell ids with * "
+                       f"and ?, e.g. 'perplexity/mamba[*'; `run --dry-run` lists them)")
+    retract_cells(results_path, chosen, f"--rerun {pattern} at {git_commit() or 'an unknown commit'}, "
+                                        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    print(f"note: {len(chosen)} committed cell(s) withdrawn to be measured again (--rerun {pattern}); their old rows "
+          f"stay in results.jsonl, marked as withdrawn", file=sys.stderr)
+    return done - set(chosen)
 
 
 def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[Cell], *, suite_path, only,
@@ -256,11 +276,13 @@ def _failed_series(cells: list[Cell], rows: list[dict]) -> dict[tuple, tuple[int
 
 def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None, only: str | None,
                benchmarks: str | None, resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
-               memory_cap: str, executor: str, executor_options: dict) -> RunSummary:
+               memory_cap: str, executor: str, executor_options: dict, rerun: str | None = None) -> RunSummary:
     started = time.perf_counter()
     results_path = out / "results.jsonl"
     cells = plan(suite, device, only, benchmarks)
     done = _open_journal(out, resume)
+    if rerun:
+        done = _withdraw(results_path, cells, done, rerun)
     default_threads = torch.get_num_threads()
 
     def threads_for(entry_threads) -> int:

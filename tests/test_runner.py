@@ -220,6 +220,53 @@ def test_resume_reruns_only_missing_cells(tmp_path):
     assert env["resumed_from"]["time_utc"] and env["resumed_from"]["suite_changes"] == []
 
 
+def test_rerun_withdraws_the_matching_committed_cells_and_measures_them_again(tmp_path, capsys):
+    CALLS.clear()
+    s = suite(["_test_counting"], seq_lens=(16, 32, 64))
+    run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    path = tmp_path / "results.jsonl"
+    before = {r["cell_id"]: r for r in read_rows(path) if r["seq_len"] == 32}
+    with pytest.raises(RunError, match="with --resume"):
+        run_suite(s, tmp_path, CPU, progress=False, write_report=False, rerun="*")
+    with pytest.raises(RunError, match="matches no committed cell"):
+        run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False, rerun="*/n=999/*")
+    CALLS.clear()
+    capsys.readouterr()
+    # brackets are literal (cell ids hold "[impl]"); * matches anything
+    summary = run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False,
+                        rerun="*_test_counting[torch]/*/n=32/*")
+    assert set(CALLS) == {32} and summary.reused == 2 and summary.ran == 1
+    assert "1 committed cell(s) withdrawn" in capsys.readouterr().err
+    rows = read_rows(path)
+    assert sorted(r["seq_len"] for r in rows if r["metric"] == "time_s") == [16, 32, 64], "one n=32 cell, the new one"
+    redone = {r["cell_id"]: r for r in rows if r["seq_len"] == 32}
+    assert redone.keys() == before.keys() and all(redone[k]["time_utc"] >= before[k]["time_utc"] for k in redone)
+    text = path.read_text()
+    assert text.count('"_retract"') == 1 and '"reason": "--rerun ' in text, "the old rows stay, marked as withdrawn"
+    CALLS.clear()
+    run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False)
+    assert CALLS == [], "after the rerun the run is complete"
+
+
+def test_a_withdrawn_cell_that_was_not_redone_counts_as_missing(tmp_path):
+    from harness.results import read_journal, retract_cells
+
+    CALLS.clear()
+    s = suite(["_test_counting"], seq_lens=(16, 32))
+    run_suite(s, tmp_path, CPU, progress=False, write_report=False)
+    path = tmp_path / "results.jsonl"
+    journal = read_journal(path)
+    cell = next(c for c in journal.cells if "/n=16/" in c)
+    retract_cells(path, [cell], "test")
+    journal = read_journal(path)
+    assert cell not in journal.cells and journal.retracted == {cell: "test"}
+    assert all(r["cell_id"] != cell for r in journal.rows) and not journal.torn and journal.orphans == 0
+    CALLS.clear()
+    run_suite(s, tmp_path, CPU, progress=False, resume=True, write_report=False)
+    assert set(CALLS) == {16}
+    assert read_journal(path).retracted == {}
+
+
 def test_resuming_with_a_changed_suite_records_and_reports_what_changed(tmp_path, capsys):
     CALLS.clear()
     run_suite(suite(["_test_counting"], seq_lens=(16, 32)), tmp_path, CPU, progress=False, write_report=False)
