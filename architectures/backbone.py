@@ -145,6 +145,8 @@ class DecoderLM(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale the residual projections by depth
             if name.endswith(("wo.weight", "down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        for block in self.blocks:  # what the generic init above must not overwrite (e.g. Mamba's dt projection)
+            block.mixer.reset_special_parameters()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -49,6 +49,12 @@ class Mixer(nn.Module):
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.causal, self.impl = causal, impl
 
+    def reset_special_parameters(self) -> None:
+        """Re-apply the initialisations the method's paper prescribes for parameters that live in ordinary layers
+        (Mamba's dt projection), which a model's generic init (GPT-2's N(0, 0.02) and zero biases on every Linear,
+        ``DecoderLM``) overwrites; the model calls it after that init, as Hugging Face's Mamba re-inits its dt_proj.
+        Parameters of their own (``A_log``, ``dt_bias``) are never touched by a generic init. Default: none."""
+
     # ---- shared plumbing of the head projections ------------------------------------------------------------------
     def project_heads(self, x: torch.Tensor, *linears: nn.Linear, fp32: bool = False) -> tuple[torch.Tensor, ...]:
         """x: (B, T, D) -> one (B, T, H, Dh) tensor per projection; with fp32, inputs and weights in fp32 (the

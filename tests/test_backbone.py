@@ -88,3 +88,20 @@ def test_absolute_positions_only_for_mixers_without_their_own():
     x = lm._embed(tokens, 0)
     assert not torch.allclose(x[0, 0], x[0, 1]), "the same byte at two positions must differ for linear attention"
     assert DecoderLM(LMConfig(mixer="linear", d_model=32, n_layers=1, n_heads=2, pos_emb="none")).pos_emb == "none"
+
+
+def test_the_generic_init_keeps_mambas_dt_initialisation():
+    """GPT-2's init (N(0, 0.02) weights, zero biases on every Linear) would set Mamba's dt bias to 0: dt = softplus(0)
+    = 0.69 in every channel, a state that forgets within a few tokens (selective copying then stayed at chance, loss
+    ln 14, for 1800 steps). The model re-applies the paper's init after its own: softplus(bias) log-uniform in
+    [1e-3, 0.1], the weight uniform within rank^-1/2."""
+    torch.manual_seed(0)
+    lm = DecoderLM(LMConfig(mixer="mamba", d_model=64, n_layers=2, n_heads=1, ffn="none"))
+    for block in lm.blocks:
+        dt = torch.nn.functional.softplus(block.mixer.dt_proj.bias)
+        assert dt.min() >= 1e-4 and dt.max() <= 0.1 + 1e-6, (dt.min(), dt.max())
+        assert dt.log().std() > 0.5  # spread over two decades, not one value
+        w, bound = block.mixer.dt_proj.weight, block.mixer.rank ** -0.5
+        assert w.abs().max() <= bound and w.abs().max() > 0.5 * bound  # the paper's uniform, not N(0, 0.02)
+    other = DecoderLM(LMConfig(mixer="standard", d_model=64, n_layers=1, n_heads=1))
+    assert other.blocks[0].mixer.wq.weight.std() < 0.03  # the generic init still applies to everything else

@@ -69,10 +69,17 @@ class Mamba(Mixer):
         self.wo = nn.Linear(E, d_model, bias=False)
         if inner_norm_eps is not None:
             self.dt_norm, self.B_norm, self.C_norm = (nn.Parameter(torch.ones(n)) for n in (R, d_state, d_state))
-        with torch.no_grad():  # the paper's dt initialisation: dt_proj(.) + bias starts in [1e-3, 1e-1], log-uniform
-            nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
-            dt = torch.exp(torch.rand(E) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
-            self.dt_proj.bias.copy_(inverse_softplus(dt))
+        self.reset_special_parameters()
+
+    @torch.no_grad()
+    def reset_special_parameters(self) -> None:
+        """The paper's dt initialisation: softplus(dt_proj(.) + bias) starts in [1e-3, 1e-1], log-uniform, the weight
+        uniform within rank^-1/2. A model's generic init would leave the bias 0 (dt = softplus(0) = 0.69 in every
+        channel: each step multiplies the state by exp(-0.69 n), n = 1..16, so memory fades within a few tokens)."""
+        E, R = self.d_inner, self.rank
+        nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
+        dt = torch.exp(torch.rand(E) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)).clamp(min=1e-4)
+        self.dt_proj.bias.copy_(inverse_softplus(dt).to(self.dt_proj.bias))
 
     @classmethod
     def unavailable_reason(cls, impl: str, device: torch.device, dtype: torch.dtype) -> str | None:
