@@ -38,12 +38,15 @@ class OutOfMemory(_Base):
         return self.proj(x)
 
 
+HUNGRY = {"bytes": 2**31}
+
+
 class Hungry(_Base):
-    """Asks the allocator for 2 GiB at n >= 64 (a real allocation, not a simulated error)."""
+    """Asks the allocator for HUNGRY["bytes"] at n >= 64 (a real allocation, not a simulated error)."""
 
     def forward(self, x):
         if x.shape[1] >= 64:
-            torch.empty(2**29, dtype=torch.float32)
+            torch.empty(HUNGRY["bytes"], dtype=torch.uint8)
         return self.proj(x)
 
 
@@ -126,7 +129,8 @@ def test_failures_are_recorded_and_the_run_completes(tmp_path):
 def test_an_allocation_over_the_memory_cap_is_an_oom_cell(tmp_path):
     """On CPU the run caps its address space (RLIMIT_AS): an allocation past the cap fails inside PyTorch and is
     recorded as `oom`, instead of the kernel's OOM killer ending the run. Here the cap is set 1 GiB above what the
-    process already maps, and the fixture asks for 2 GiB."""
+    process already maps, and the fixture asks for more than the whole cap: a smaller request could be served from
+    heap memory that earlier tests freed (the caching allocator keeps it mapped), and then pass under any cap."""
     resource = pytest.importorskip("resource")
     import os
 
@@ -135,6 +139,7 @@ def test_an_allocation_over_the_memory_cap_is_an_oom_cell(tmp_path):
     if mapped + 2**31 > physical:
         pytest.skip("the process already maps most of physical memory")
     before = resource.getrlimit(resource.RLIMIT_AS)
+    HUNGRY["bytes"] = mapped + 2**31  # over the cap below, whatever the process has mapped and freed
     summary = run_suite(suite(["_test_hungry", "standard"]), tmp_path, CPU, progress=False, write_report=False,
                         cpu_memory_fraction=(mapped + 2**30) / physical)
     st = statuses(tmp_path)
