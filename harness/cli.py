@@ -116,7 +116,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: completed cells are kept, a partial report written, the resume command shown."""
 
 
+_SIGTERM_SEEN: list[bool] = []  # set by the handler: Ray's ray.get re-raises any KeyboardInterrupt as a plain one
+
+
 def _on_sigterm(signum, frame):
+    _SIGTERM_SEEN.append(True)
     raise Terminated
 
 
@@ -174,6 +178,7 @@ def cmd_run(args) -> int:
         print(f"{len(cells)} cells on {device} (dry run: nothing measured)")
         return 0
     options = {"address": args.ray_address} if args.executor == "ray" else {}
+    _SIGTERM_SEEN.clear()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         summary = run_suite(suite, Path(out), device, suite_path=path, only=args.only, benchmarks=args.benchmarks,
@@ -183,11 +188,12 @@ def cmd_run(args) -> int:
                             executor_options=options, rerun=args.rerun)
     except KeyboardInterrupt as err:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the report short
-        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        terminated = isinstance(err, Terminated) or bool(_SIGTERM_SEEN)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
         print(f"\n{what}: completed cells are saved in {out}/results.jsonl; {_partial_report(out)}; finish the run "
               f"with:\n  python -m harness run {args.suite} --out {out} --resume --executor {args.executor}",
               file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
+        return 143 if terminated else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.statuses.items())) or "nothing to do"

@@ -171,3 +171,28 @@ def test_an_unreachable_address_names_token_authentication(monkeypatch, auth_mod
     with pytest.raises(ExecutorError, match="127.0.0.1:1") as err:
         RayExecutor(address="127.0.0.1:1").start(SimpleNamespace(plugins=()))
     assert ("RAY_AUTH_MODE=token" in str(err.value)) == hinted
+
+
+def test_sigterm_stops_a_ray_run_with_its_message_and_a_partial_report(cluster, tmp_path):
+    """Ray's core worker installs a SIGTERM handler of its own in the driver (a stack dump, then exit: no message,
+    no report); the executor puts the CLI's back after ray.init."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.replace("_fault_ok, _fault_segfault, standard, linear", "_fault_ok, _fault_slow")
+                     .replace("time_budget_s: 60", "time_budget_s: 120"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(suite), "--device", "cpu", "--out", str(out),
+                             "--executor", "ray", "--ray-address", cluster, "--no-progress", "--plugin",
+                             "tests.fault_mixers"], cwd=REPO, env={**os.environ, **RAY_ENV}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    from harness.results import read_journal
+
+    deadline = time.monotonic() + 300
+    while len(read_journal(out / "results.jsonl").cells) < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline, "no cell committed"
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM)" in err and "partial report" in err and "--resume" in err
+    assert (out / "report.md").exists()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 
 from . import ExecutorError
@@ -61,6 +63,7 @@ class RayExecutor:
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {"PYTHONPATH": path, "HARNESS_PLUGINS": ",".join(setup.plugins)}
         if not ray.is_initialized():
+            handlers = _signal_handlers()
             try:
                 # "local": a new Ray for this run, never one that a stale /tmp/ray/ray_current_cluster names (a
                 # dead cluster there made ray.init wait on its address for minutes)
@@ -69,6 +72,8 @@ class RayExecutor:
             except Exception as err:  # noqa: BLE001 - Ray raises several kinds; all mean "no cluster"
                 raise ExecutorError(f"cannot start or reach Ray at {self.address or '(local)'}: "
                                     f"{type(err).__name__}: {err}{_auth_hint(self.address)}") from None
+            finally:
+                _restore(handlers)  # Ray's core worker installs its own SIGTERM handler (stack dump, then exit)
             self.started_here = self.address is None
         self.setup = setup
         self.key = f"{os.getpid()}-{time.time_ns()}"
@@ -135,3 +140,16 @@ class RayExecutor:
         self.inflight.clear()
         if self.started_here:
             self.ray.shutdown()
+
+
+def _signal_handlers() -> dict:
+    """The Python handlers of SIGTERM and SIGINT now (the CLI's: a message, a partial report, the resume command)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
