@@ -172,7 +172,7 @@ def cmd_run(args) -> int:
             raise ValueError("--resume needs the run directory: --resume OUT (or --out OUT --resume)")
         out = Path.cwd() / "results" / f"{suite.suite}-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:
-        cells = plan(suite, device, args.only, args.benchmarks)
+        cells = plan(suite, device, args.only, args.benchmarks, args.cells)
         for c in cells:
             print(c.cell_id)
         print(f"{len(cells)} cells on {device} (dry run: nothing measured)")
@@ -185,7 +185,7 @@ def cmd_run(args) -> int:
                             resume=bool(args.resume),
                             progress=not args.no_progress, cpu_allocator=args.cpu_allocator, threads=args.threads,
                             cpu_memory_fraction=args.cpu_memory_limit, executor=args.executor,
-                            executor_options=options, rerun=args.rerun)
+                            executor_options=options, rerun=args.rerun, cells_glob=args.cells)
     except KeyboardInterrupt as err:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the report short
         terminated = isinstance(err, Terminated) or bool(_SIGTERM_SEEN)
@@ -329,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--benchmarks", metavar="GLOBS",
                    help="comma-separated globs over the suite's benchmark entry labels (e.g. 'perplexity,mqar'): run "
                         "those entries only; a later --resume without it runs the rest")
+    s.add_argument("--cells", metavar="GLOBS",
+                   help="comma-separated globs over cell ids (* and ? wildcards, the rest literal; e.g. "
+                        "'mqar/*/n=64/*': one configuration for every mixer first): run those cells only; a later "
+                        "--resume without it runs the rest")
     s.add_argument("--resume", nargs="?", const=True, default=False, metavar="OUT",
                    help="complete an interrupted run: rerun only cells without results")
     s.add_argument("--rerun", metavar="GLOB",

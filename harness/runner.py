@@ -67,9 +67,27 @@ def select_entries(suite: Suite, benchmarks: str | None) -> list:
     return chosen
 
 
-def plan(suite: Suite, device: torch.device, only: str | None = None, benchmarks: str | None = None) -> list[Cell]:
+def cell_glob(pattern: str) -> re.Pattern:
+    """A glob over cell ids: * and ? are wildcards, everything else literal (cell ids hold brackets:
+    "perplexity/mamba[torch]/train/...")."""
+    return re.compile("".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern))
+
+
+def select_cells(cells: list[Cell], globs: str) -> list[Cell]:
+    """``--cells``: the cells whose id matches one of the comma-separated globs, in plan order."""
+    patterns = [cell_glob(g.strip()) for g in globs.split(",") if g.strip()]
+    chosen = [c for c in cells if any(p.fullmatch(c.cell_id) for p in patterns)]
+    if not chosen:
+        raise RunError(f"--cells {globs!r} matches none of the {len(cells)} planned cells (globs over cell ids with * "
+                       f"and ?, e.g. 'mqar/*/n=64/*'; `run --dry-run` lists them)")
+    return chosen
+
+
+def plan(suite: Suite, device: torch.device, only: str | None = None, benchmarks: str | None = None,
+         cells_glob: str | None = None) -> list[Cell]:
     """The suite's cells, in suite order: ``only`` filters mixers (a glob), ``benchmarks`` entries (globs over labels,
-    comma-separated: the rest of a suite can follow with ``--resume`` and no filter)."""
+    comma-separated), ``cells_glob`` cells (globs over cell ids, comma-separated): the rest of a suite can follow with
+    ``--resume`` and no filter."""
     mixers = resolve_mixers(suite, only)
     cells: list[Cell] = []
     for entry in select_entries(suite, benchmarks):
@@ -78,7 +96,7 @@ def plan(suite: Suite, device: torch.device, only: str | None = None, benchmarks
     ids = [c.cell_id for c in cells]
     if len(set(ids)) != len(ids):
         raise RunError("the suite expands to duplicate cells (a repeated value in a sweep?)")
-    return cells
+    return select_cells(cells, cells_glob) if cells_glob else cells
 
 
 def _matmul_peaks(cells: list[Cell], device: torch.device, known: dict[str, float] | None = None) -> dict[str, float]:
@@ -122,14 +140,16 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
               only: str | None = None, benchmarks: str | None = None, resume: bool = False, progress: bool = True,
               write_report: bool = True, cpu_allocator: str = "caching",
               threads: int | None = None, cpu_memory_fraction: float | None = 0.9,
-              executor: str = "inline", executor_options: dict | None = None, rerun: str | None = None
-              ) -> RunSummary:
+              executor: str = "inline", executor_options: dict | None = None, rerun: str | None = None,
+              cells_glob: str | None = None) -> RunSummary:
     """Run every planned cell not yet committed in OUT/results.jsonl. ``threads`` (CPU) overrides the suite's
     ``timing.cpu_threads``; the thread count that ran is in env.json and in every row. On CPU the process's
     address space is capped at ``cpu_memory_fraction`` of physical memory while the cells run (``oom`` cells
     instead of the kernel's OOM killer; None or 0: no cap); workers inherit the cap. ``executor``: inline (this
     library call's default: what the measurement tests use), isolated (the CLI's default) or ray. ``rerun`` (with
-    ``resume``): a glob over cell ids; the committed cells it matches are withdrawn and measured again."""
+    ``resume``): a glob over cell ids; the committed cells it matches are withdrawn and measured again. ``cells_glob``:
+    run only the planned cells whose id matches (comma-separated globs); the others stay in plan.json for a later
+    ``resume``."""
     if rerun and not resume:
         raise RunError("--rerun withdraws cells of an existing run: use it with --resume OUT")
     out = Path(out)
@@ -150,7 +170,7 @@ def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path
                               resume=resume,
                               progress=progress, write_report=write_report, cpu_allocator=cpu_allocator,
                               threads=threads, memory_cap=memory_cap, executor=executor,
-                              executor_options=executor_options or {}, rerun=rerun)
+                              executor_options=executor_options or {}, rerun=rerun, cells_glob=cells_glob)
     except ExecutorError as err:
         raise RunError(str(err)) from None
     except OSError as err:
@@ -181,8 +201,7 @@ def _open_journal(out: Path, resume: bool) -> set[str]:
 
 def _withdraw(results_path: Path, cells: list[Cell], done: set[str], pattern: str) -> set[str]:
     """``--rerun``: withdraw the committed cells of the plan whose id matches the glob, so that they run again."""
-    # * and ? are wildcards, everything else literal: cell ids hold brackets ("perplexity/mamba[torch]/train/...")
-    regex = re.compile("".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern))
+    regex = cell_glob(pattern)
     chosen = [c.cell_id for c in cells if c.cell_id in done and regex.fullmatch(c.cell_id)]
     if not chosen:
         raise RunError(f"--rerun {pattern!r} matches no committed cell of this run's plan (a glob over cell ids with * "
@@ -195,7 +214,8 @@ def _withdraw(results_path: Path, cells: list[Cell], done: set[str], pattern: st
 
 
 def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[Cell], *, suite_path, only,
-                     benchmarks: str | None, resume: bool, cpu_allocator: str, memory_cap: str) -> dict:
+                     benchmarks: str | None, cells_glob: str | None, resume: bool, cpu_allocator: str,
+                     memory_cap: str) -> dict:
     """env.json, suite.yaml and specs.json; returns env (with run_id and the matmul peaks)."""
     env_path = out / "env.json"
     old_env = json.loads(env_path.read_text()) if resume and env_path.exists() else {}
@@ -204,7 +224,7 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
     env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
            "matmul_peak_flops": _matmul_peaks(cells, device, old_env.get("matmul_peak_flops"))}
     resolved = {"source": str(suite_path) if suite_path else None, "device": str(device), "only": only,
-                "benchmarks": benchmarks,
+                "benchmarks": benchmarks, "cells": cells_glob,
                 "mixers": [m.model_dump() for m in resolve_mixers(suite, only)],
                 "suite": suite.model_dump(mode="json")}
     if old_env:
@@ -220,7 +240,8 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
                       f"(the cells already measured are kept as they are): {', '.join(changed)}", file=sys.stderr)
     env_path.write_text(json.dumps(env, indent=2))
     (out / "suite.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    everything = plan(suite, device, only) if benchmarks else cells  # --benchmarks defers entries, never drops them
+    # --benchmarks and --cells defer cells to a later --resume, they never drop them
+    everything = plan(suite, device, only) if benchmarks or cells_glob else cells
     write_plan(out, everything)
     specs = {m.name: architectures.get_mixer(m.name).spec.as_dict()
              for m in resolve_mixers(suite, only) if not m.missing}
@@ -231,7 +252,7 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
 
 def write_plan(out: Path, cells: list[Cell]) -> None:
     """``OUT/plan.json``: entry label -> the ids of the cells this run directory is meant to hold (the whole suite
-    with ``--only`` applied: ``--benchmarks`` defers entries to a later ``--resume``, it does not drop them), so that
+    with ``--only`` applied: ``--benchmarks`` and ``--cells`` defer cells to a later ``--resume``, they do not drop them), so that
     a report can say which cells have no result yet."""
     planned: dict[str, list[str]] = {}
     for c in cells:
@@ -276,10 +297,11 @@ def _failed_series(cells: list[Cell], rows: list[dict]) -> dict[tuple, tuple[int
 
 def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None, only: str | None,
                benchmarks: str | None, resume: bool, progress: bool, write_report: bool, cpu_allocator: str, threads: int | None,
-               memory_cap: str, executor: str, executor_options: dict, rerun: str | None = None) -> RunSummary:
+               memory_cap: str, executor: str, executor_options: dict, rerun: str | None = None,
+               cells_glob: str | None = None) -> RunSummary:
     started = time.perf_counter()
     results_path = out / "results.jsonl"
-    cells = plan(suite, device, only, benchmarks)
+    cells = plan(suite, device, only, benchmarks, cells_glob)
     done = _open_journal(out, resume)
     if rerun:
         done = _withdraw(results_path, cells, done, rerun)
@@ -294,7 +316,7 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
 
     torch.set_num_threads(threads_for(None))
     env = _write_run_files(suite, out, device, cells, suite_path=suite_path, only=only, benchmarks=benchmarks,
-                           resume=resume,
+                           cells_glob=cells_glob, resume=resume,
                            cpu_allocator=cpu_allocator, memory_cap=memory_cap)
     failed_at = _failed_series(cells, read_journal(results_path).rows)
     entries = {e.label: e for e in suite.benchmarks}

@@ -350,6 +350,24 @@ def test_benchmarks_filter_runs_some_entries_and_resume_runs_the_rest(tmp_path):
     assert {r["benchmark"] for r in read_rows(tmp_path / "results.jsonl")} == {"short", "long"}
 
 
+def test_cells_filter_runs_the_matching_cells_first_and_resume_runs_the_rest(tmp_path):
+    """--cells: e.g. one MQAR configuration for every mixer before the longer ones (cell ids hold brackets: literal)."""
+    CALLS.clear()
+    s = suite(["_test_counting"], seq_lens=(16, 32, 64))
+    with pytest.raises(RunError, match="matches none of the 3 planned cells"):
+        run_suite(s, tmp_path / "x", CPU, cells_glob="*/n=999/*", progress=False, write_report=False)
+    summary = run_suite(s, tmp_path, CPU, cells_glob="*_test_counting[torch]/*/n=64/*, */n=16/*", progress=False,
+                        write_report=False)
+    assert set(CALLS) == {16, 64} and summary.ran == 2
+    assert sum(len(ids) for ids in json.loads((tmp_path / "plan.json").read_text())["cells"].values()) == 3, \
+        "the plan keeps the deferred cell"
+    from harness.runner import pending_cells
+    assert sum(pending_cells(tmp_path).values()) == 1
+    CALLS.clear()
+    summary = run_suite(s, tmp_path, CPU, resume=True, progress=False, write_report=False)
+    assert set(CALLS) == {32} and summary.reused == 2 and summary.ran == 1
+
+
 def test_an_incomplete_run_says_what_is_missing_until_resumed(tmp_path, capsys):
     from harness.cli import main
     from harness.runner import pending_cells
