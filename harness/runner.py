@@ -232,8 +232,12 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
         snapshot = out / "suite.yaml"  # the suite the earlier cells ran under, rewritten below
         if snapshot.exists():
             # yaml round trip: the snapshot as it would be read back, so that only real differences count
-            changed = suite_changes(yaml.safe_load(snapshot.read_text()),
-                                    yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False)))
+            # --benchmarks and --cells choose which cells an invocation runs, not how a cell is measured
+            run_filters = ("benchmarks", "cells")
+            before = yaml.safe_load(snapshot.read_text())
+            now = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
+            changed = suite_changes({k: v for k, v in before.items() if k not in run_filters},
+                                    {k: v for k, v in now.items() if k not in run_filters})
             env["resumed_from"]["suite_changes"] = changed
             if changed:
                 print(f"warning: resuming {out} with a suite that differs from the one its earlier cells ran under "
@@ -252,8 +256,8 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
 
 def write_plan(out: Path, cells: list[Cell]) -> None:
     """``OUT/plan.json``: entry label -> the ids of the cells this run directory is meant to hold (the whole suite
-    with ``--only`` applied: ``--benchmarks`` and ``--cells`` defer cells to a later ``--resume``, they do not drop them), so that
-    a report can say which cells have no result yet."""
+    with ``--only`` applied: ``--benchmarks`` and ``--cells`` defer cells to a later ``--resume``, they do not drop
+    them), so that a report can say which cells have no result yet."""
     planned: dict[str, list[str]] = {}
     for c in cells:
         planned.setdefault(c.benchmark, []).append(c.cell_id)

@@ -366,6 +366,8 @@ def test_cells_filter_runs_the_matching_cells_first_and_resume_runs_the_rest(tmp
     CALLS.clear()
     summary = run_suite(s, tmp_path, CPU, resume=True, progress=False, write_report=False)
     assert set(CALLS) == {32} and summary.reused == 2 and summary.ran == 1
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["resumed_from"]["suite_changes"] == [], "a cell filter is not a change of how cells are measured"
 
 
 def test_an_incomplete_run_says_what_is_missing_until_resumed(tmp_path, capsys):
