@@ -28,9 +28,10 @@ import architectures
 from .benchmarks import BENCHMARKS, Cell
 from .config import Suite, resolve_mixers
 from .device import configure_cpu_allocator, cpu_memory_cap
-from .env import collect_env, git_commit
+from .env import INVOCATION_KEYS, collect_env, git_commit, invocation_history
 from .executors import ExecutorError, Job, Setup, load_plugins, make_executor
 from .executors.cell import CellTimeout, failure, time_budget  # noqa: F401 - re-exported
+from . import partial
 from .lock import LockHeld, RunLock
 from .measure import measure_matmul_peak
 from .results import commit_cell, read_journal, retract_cells, set_aside_torn_tail, start_journal
@@ -131,9 +132,10 @@ def suite_changes(old, new, path: str = "", limit: int = 20) -> list[str]:
     return changes if len(changes) <= limit else changes[:limit] + ["..."]
 
 
-def _row_base(run_id: str, suite: Suite, cell: Cell, device: torch.device, threads: int) -> dict:
-    return {"run_id": run_id, "suite": suite.suite, "cell_id": cell.cell_id, **cell.fields(),
-            "device": str(device), "threads": threads}
+def _row_base(env: dict, suite: Suite, cell: Cell, device: torch.device, threads: int) -> dict:
+    # git_commit: the code this invocation ran (a resumed run's cells may come from several; the report's provenance)
+    return {"run_id": env["run_id"], "git_commit": env["git_commit"], "suite": suite.suite, "cell_id": cell.cell_id,
+            **cell.fields(), "device": str(device), "threads": threads}
 
 
 def run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Path | None = None,
@@ -221,27 +223,18 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
     old_env = json.loads(env_path.read_text()) if resume and env_path.exists() else {}
     run_id = old_env.get("run_id") or f"{suite.suite}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     allocator = configure_cpu_allocator(cpu_allocator) if device.type == "cpu" else "cuda caching allocator"
-    env = {"run_id": run_id, **collect_env(device), "allocator": allocator, "memory_cap": memory_cap,
+    env = {"run_id": run_id, **collect_env(device, run_dir=out), "allocator": allocator, "memory_cap": memory_cap,
            "matmul_peak_flops": _matmul_peaks(cells, device, old_env.get("matmul_peak_flops"))}
     resolved = {"source": str(suite_path) if suite_path else None, "device": str(device), "only": only,
                 "benchmarks": benchmarks, "cells": cells_glob,
                 "mixers": [m.model_dump() for m in resolve_mixers(suite, only)],
                 "suite": suite.model_dump(mode="json")}
+    invocation = {k: env.get(k) for k in INVOCATION_KEYS} | {"benchmarks": benchmarks, "cells": cells_glob}
     if old_env:
         env["resumed_from"] = {k: old_env.get(k) for k in ("time_utc", "git_commit", "torch", "device_name")}
-        snapshot = out / "suite.yaml"  # the suite the earlier cells ran under, rewritten below
-        if snapshot.exists():
-            # yaml round trip: the snapshot as it would be read back, so that only real differences count
-            # --benchmarks and --cells choose which cells an invocation runs, not how a cell is measured
-            run_filters = ("benchmarks", "cells")
-            before = yaml.safe_load(snapshot.read_text())
-            now = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))
-            changed = suite_changes({k: v for k, v in before.items() if k not in run_filters},
-                                    {k: v for k, v in now.items() if k not in run_filters})
-            env["resumed_from"]["suite_changes"] = changed
-            if changed:
-                print(f"warning: resuming {out} with a suite that differs from the one its earlier cells ran under "
-                      f"(the cells already measured are kept as they are): {', '.join(changed)}", file=sys.stderr)
+        changed = _changes_since(out / "suite.yaml", resolved, out)  # the snapshot is rewritten below
+        env["resumed_from"]["suite_changes"] = invocation["suite_changes"] = changed
+    env["invocations"] = invocation_history(old_env) + [invocation]
     env_path.write_text(json.dumps(env, indent=2))
     (out / "suite.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     # --benchmarks and --cells defer cells to a later --resume, they never drop them
@@ -252,6 +245,24 @@ def _write_run_files(suite: Suite, out: Path, device: torch.device, cells: list[
     (out / "specs.json").write_text(json.dumps(specs, indent=2, default=str))
     write_figures(out, suite, device, everything, specs)
     return env
+
+
+def _changes_since(snapshot: Path, resolved: dict, out: Path) -> list[str]:
+    """What differs between the suite the earlier cells ran under (``snapshot``, rewritten after this) and this
+    invocation's, printed as a warning. Not compared: ``--benchmarks`` and ``--cells`` (which cells an invocation
+    runs, not how a cell is measured) and the suite file's path (``source``: the same suite read from another
+    checkout or copy is the same suite; what it says is compared under ``suite``)."""
+    if not snapshot.exists():
+        return []
+    not_compared = ("benchmarks", "cells", "source")
+    before = yaml.safe_load(snapshot.read_text())
+    now = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))  # as it will be read back: only real changes
+    changed = suite_changes({k: v for k, v in before.items() if k not in not_compared},
+                            {k: v for k, v in now.items() if k not in not_compared})
+    if changed:
+        print(f"warning: resuming {out} with a suite that differs from the one its earlier cells ran under "
+              f"(the cells already measured are kept as they are): {', '.join(changed)}", file=sys.stderr)
+    return changed
 
 
 def write_plan(out: Path, cells: list[Cell]) -> None:
@@ -340,10 +351,12 @@ def _run_suite(suite: Suite, out: Path, device: torch.device, *, suite_path: Pat
         for job, rows in _schedule(jobs, engine, failed_at):
             cell = job.cell
             bar.set_description(f"{cell.mixer} {cell.mode} n={cell.seq_len}")
-            base = _row_base(env["run_id"], suite, cell, device, job.threads)
+            base = _row_base(env, suite, cell, device, job.threads)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             commit_cell(results_path, cell.cell_id, [{**base, **row, "time_utc": stamp} for row in rows])
             status = rows[0]["status"]
+            if status == "ok":
+                partial.clear(out, cell.cell_id)  # its kept trainings (harness.partial) are in the journal now
             summary.statuses[status] += 1
             summary.ran += 1
             if status in ("oom", "timeout") and cell.series not in failed_at:

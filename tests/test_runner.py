@@ -1,5 +1,6 @@
 """The runner records every failure as data, keeps going, and resumes an interrupted run."""
 import json
+import re
 import time
 from pathlib import Path
 
@@ -406,3 +407,90 @@ def test_run_figures_of_deferred_entries_are_kept(tmp_path):
     run_suite(s, tmp_path, CPU, benchmarks="first", progress=False, write_report=False)
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert set(figures) == {"first", "second"} and figures["second"]["kv_cache_per_token"]
+
+
+def test_every_row_and_env_json_say_which_commit_and_device_measured_each_invocation(tmp_path):
+    """Provenance of a resumed run: cells of several invocations (commits, machines) sit in one run directory."""
+    from harness.device import cpu_model
+    from harness.env import git_commit
+    from harness.report.build import markdown, provenance
+    from harness.report.run import RunData
+
+    CALLS.clear()
+    s = suite(["_test_counting"], seq_lens=(16, 32))
+    run_suite(s, tmp_path, CPU, cells_glob="*/n=16/*", progress=False, write_report=False)
+    run_suite(s, tmp_path, CPU, resume=True, progress=False, write_report=False)
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert {r["git_commit"] for r in rows} == {git_commit()} and {r["device_name"] for r in rows} == {cpu_model()}
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert [i["cells"] for i in env["invocations"]] == ["*/n=16/*", None], "one entry per invocation, in order"
+    assert all(i["git_commit"] == git_commit() and i["device_name"] == cpu_model() for i in env["invocations"])
+    assert env["invocations"][1]["suite_changes"] == []
+    text = "\n".join(provenance(RunData.load(tmp_path)))
+    both = rf"\| {re.escape(git_commit())} +\| {re.escape(cpu_model())} +\| +2 \|"
+    assert re.search(both, text), f"both cells under one commit and device:\n{text}"
+    assert "*/n=16/*" in text, "the invocations table names the first one's --cells"
+    assert "## Provenance" in markdown(RunData.load(tmp_path))
+
+
+def test_provenance_of_rows_written_before_it_was_recorded(tmp_path):
+    """Older rows have no git_commit or device_name: the report counts them as not recorded, beside newer ones."""
+    from harness.report.build import NOT_RECORDED, provenance
+    from harness.report.run import RunData
+
+    s = suite(["_test_counting"], seq_lens=(16, 32))
+    run_suite(s, tmp_path, CPU, cells_glob="*/n=16/*", progress=False, write_report=False)
+    path = tmp_path / "results.jsonl"
+    old = [{k: v for k, v in json.loads(line).items() if k not in ("git_commit", "device_name")}
+           for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(o) + "\n" for o in old))
+    env_path = tmp_path / "env.json"
+    env = json.loads(env_path.read_text())
+    del env["invocations"]
+    env_path.write_text(json.dumps(env))
+    run_suite(s, tmp_path, CPU, resume=True, progress=False, write_report=False)
+    lines = provenance(RunData.load(tmp_path))
+    cells_table = lines[lines.index("Cells by the commit that ran them and the device that measured them:") + 2]
+    assert NOT_RECORDED in "\n".join(lines) and cells_table.count("|") > 0
+    invocations = json.loads(env_path.read_text())["invocations"]
+    assert len(invocations) == 2 and invocations[1]["cells"] is None, "the old env.json's own invocation is kept"
+
+
+def test_resuming_the_same_suite_from_another_path_is_no_change(tmp_path):
+    """The suite file's path is not how cells are measured: a copy of the same suite (another checkout) is the same."""
+    import yaml
+
+    s = suite(["_test_counting"], seq_lens=(16, 32))
+    one, two = tmp_path / "a" / "s.yaml", tmp_path / "b" / "s.yaml"
+    for p in (one, two):
+        p.parent.mkdir()
+        p.write_text(yaml.safe_dump(s.model_dump(mode="json")))
+    out = tmp_path / "run"
+    run_suite(s, out, CPU, suite_path=one, cells_glob="*/n=16/*", progress=False, write_report=False)
+    run_suite(s, out, CPU, suite_path=two, resume=True, progress=False, write_report=False)
+    assert json.loads((out / "env.json").read_text())["resumed_from"]["suite_changes"] == []
+
+
+def test_git_commit_is_dirty_for_changed_code_and_not_for_the_run_directory_it_writes(tmp_path):
+    import subprocess
+
+    from harness.env import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "run").mkdir(parents=True)
+    (tmp_path / "reports" / "run" / "results.jsonl").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    head = git_commit(tmp_path)
+    assert len(head) == 40 and not head.endswith("+dirty")
+    (tmp_path / "reports" / "run" / "results.jsonl").write_text("{}\n{}\n")  # the run appends to its own file
+    assert git_commit(tmp_path).endswith("+dirty"), "without the run directory named, any change is dirty"
+    assert git_commit(tmp_path, ignore=tmp_path / "reports" / "run") == head
+    assert git_commit(tmp_path, ignore=tmp_path / "elsewhere") == head + "+dirty"
+    assert git_commit(tmp_path, ignore=Path("/")) == head + "+dirty", "a directory outside the checkout changes nothing"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path, ignore=tmp_path / "reports" / "run") == head + "+dirty", "changed code is dirty"

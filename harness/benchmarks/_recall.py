@@ -30,7 +30,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import re
 from collections import OrderedDict
 from typing import Any, Callable, ClassVar, Literal
 
@@ -40,8 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 import architectures
 from architectures.backbone import DecoderLM, LMConfig
 
+from ..device import device_info
+from ..partial import TrainingCache, code_hash, encode_dataclasses, safe_name
 from ..tasks import TaskData, epoch_batches, evaluate_accuracy, labeled_loss
-from ..training import TrainConfig, lr_sweep, train
+from ..training import TrainConfig, TrainResult, lr_sweep, train
 from . import Benchmark, Cell, RunContext, SkipCell, metric
 
 
@@ -97,10 +98,6 @@ class RecallParams(BaseModel):
         if not override:
             return self
         return type(self).model_validate({**self.model_dump(exclude={"profiles"}), **override})
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
 
 
 class RecallBenchmark(Benchmark):
@@ -192,6 +189,11 @@ class RecallBenchmark(Benchmark):
                        n_heads=cell.n_heads, ffn=self.params.ffn)
         return DecoderLM(cfg)
 
+    def fingerprint(self, cell: Cell) -> dict[str, Any]:
+        """What a training of this cell depends on (``harness.partial``: a kept training is reused only when equal)."""
+        return {"cell": cell.fields(), "kind": self.name, "params": self.params.model_dump(mode="json"),
+                "code": code_hash(architectures.get_mixer(cell.mixer_name), type(self))}
+
     def run_cell(self, cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
         cls = architectures.get_mixer(cell.mixer_name)
         if "causal" not in cls.spec.modes:
@@ -228,26 +230,38 @@ class RecallBenchmark(Benchmark):
             model = self.build_model(cell, seed).to(ctx.device)
             cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=int(p.warmup_fraction * steps),
                               weight_decay=p.weight_decay, eval_every=p.eval_every, seed=seed)
-            try:
-                result = train(model, epoch_batches(train_data, cell.batch, seed, ctx.device), cfg,
-                               eval_fn=eval_fn, stop_fn=stop, loss_fn=loss_fn)
-            except FloatingPointError as err:  # recorded, and never a candidate for best
-                curves[curve_key(lr, seed)] = {"diverged": str(err)}
-                raise
+            result = train(model, epoch_batches(train_data, cell.batch, seed, ctx.device), cfg,
+                           eval_fn=eval_fn, stop_fn=stop, loss_fn=loss_fn)
             extra_results = {}
             for label, data in extra.items():
                 with autocast():
                     extra_results[label] = evaluate_accuracy(model, data, device=ctx.device)
-            curves[curve_key(lr, seed)] = {"evals": result.evals, "curve": result.curve, "extra": extra_results}
             return {"final": result.evals[-1], "result": result, "extra": extra_results}
 
-        runs = lr_sweep(train_one, p.lrs, cell.seed, p.seeds,
+        # a training finished by an earlier attempt at this cell (cut off later in its sweep) is taken, not redone
+        kept = TrainingCache(ctx.out, cell.cell_id, self.fingerprint(cell),
+                             device_info(ctx.device)["device_name"]).wrap(
+            train_one, encode=encode_dataclasses, decode=lambda o: {**o, "result": TrainResult(**o["result"])})
+
+        def recorded(lr: float, seed: int) -> dict[str, Any]:
+            try:
+                outcome = kept(lr, seed)
+            except FloatingPointError as err:  # recorded, and never a candidate for best
+                curves[curve_key(lr, seed)] = {"diverged": str(err)}
+                raise
+            result = outcome["result"]
+            curves[curve_key(lr, seed)] = {"evals": result.evals, "curve": result.curve, "extra": outcome["extra"]}
+            return outcome
+
+        runs = lr_sweep(recorded, p.lrs, cell.seed, p.seeds,
                         badness=lambda r: (-r["final"]["accuracy"], r["final"]["loss"]))
 
         rows: list[dict[str, Any]] = []
         for run in runs:
+            reused = (run.outcome or {}).get("reused")
             tag = {"lr": run.lr, "best": run.best, "train_seed": run.seed, "sweep_role": run.role,
-                   "steps_budget": steps, "train_examples": p.train_examples}
+                   "steps_budget": steps, "train_examples": p.train_examples, "reused_training": bool(reused),
+                   **(reused or {})}
             if run.diverged:
                 rows.append(metric("diverged", 1, "bool", **tag, diverged_error=run.error))
                 continue
@@ -277,6 +291,6 @@ class RecallBenchmark(Benchmark):
                      metric("model_state_bytes", per_layer * p.n_layers, "B", lr=None, best=None)]
         if ctx.out is not None:
             (ctx.out / "curves").mkdir(parents=True, exist_ok=True)
-            path = ctx.out / "curves" / f"{_safe_name(cell.cell_id)}.json"
+            path = ctx.out / "curves" / f"{safe_name(cell.cell_id)}.json"
             path.write_text(json.dumps({"cell_id": cell.cell_id, "steps_budget": steps, "lrs": curves}))
         return rows

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from ..device import configure_cpu_allocator, empty_cache, is_oom
+from ..device import configure_cpu_allocator, device_info, empty_cache, is_oom
 
 
 class CellTimeout(Exception):
@@ -56,6 +56,9 @@ class CellRunner:
         self.benches = {e.label: BENCHMARKS.get(e.kind)(e, setup.suite, setup.device) for e in setup.suite.benchmarks}
         self.ctx = RunContext(device=setup.device, timing=setup.suite.timing, matmul_peak=setup.matmul_peak,
                               out=Path(setup.out), suite_dir=setup.suite_dir)
+        # the processor or GPU this process measures on, in every row it returns: with Ray, cells of one run can come
+        # from several machines, and a timing means little without the machine that took it
+        self.device_name = device_info(setup.device)["device_name"]
 
     @classmethod
     def in_new_process(cls, setup) -> "CellRunner":
@@ -68,7 +71,11 @@ class CellRunner:
         return cls(setup)
 
     def run(self, job) -> list[dict]:
-        """The cell's rows with status ok, or one row with its failure (error, oom, timeout, crashed, skipped)."""
+        """The cell's rows with status ok, or one row with its failure (error, oom, timeout, crashed, skipped), each
+        with the ``device_name`` it was measured on."""
+        return [{**row, "device_name": self.device_name} for row in self._measure(job)]
+
+    def _measure(self, job) -> list[dict]:
         from ..benchmarks import SkipCell
 
         if self.setup.device.type == "cpu":

@@ -1,7 +1,8 @@
 """``OUT/report.md`` (and ``report.html``) from a run directory, assembled from the sections of the benchmark kinds.
 
 The report reads only the run directory (``RunData``). Its parts: the title and the suite's description, the
-summary sections (kinds with ``report_summary``, e.g. the Master Comparison Table), the environment, the cells that
+summary sections (kinds with ``report_summary``, e.g. the Master Comparison Table), the environment, the provenance
+(which commit and device measured which cells, and every invocation of the run directory), the cells that
 did not produce measurements, then one section per benchmark entry in suite order, written by the entry's kind
 (``Benchmark.report_section``). A new kind brings its section with it; nothing here names a kind.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..benchmarks import BENCHMARKS
+from ..env import invocation_history
 from .markdown import md
 from .run import RunData
 
@@ -45,8 +47,34 @@ def completeness(run: RunData) -> list[str]:
 
 def environment(run: RunData) -> list[str]:
     table = pd.DataFrame([{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
-                          for k, v in run.env.items()])
+                          for k, v in run.env.items() if k != "invocations"])  # that one is a table of its own
     return ["## Environment", "", md(table), ""]
+
+
+NOT_RECORDED = "not recorded"  # rows and env.json written before provenance was kept
+
+
+def provenance(run: RunData) -> list[str]:
+    """Which code and which machine measured the cells: a resumed run directory can hold cells of several
+    invocations, commits and machines (each row records ``git_commit`` and ``device_name``; env.json lists every
+    invocation)."""
+    lines = ["## Provenance", ""]
+    if not run.df.empty:
+        first = run.df.drop_duplicates("cell_id")
+        cols = {c: first[c] if c in first else pd.Series(None, index=first.index, dtype=object)
+                for c in ("git_commit", "device_name", "time_utc")}
+        cells = pd.DataFrame({"commit": cols["git_commit"].fillna(NOT_RECORDED),
+                              "measured on": cols["device_name"].fillna(NOT_RECORDED), "time": cols["time_utc"]})
+        by = cells.groupby(["commit", "measured on"], sort=False)["time"]
+        table = by.agg(cells="size", first="min", last="max").reset_index().sort_values("first", na_position="first")
+        lines += ["Cells by the commit that ran them and the device that measured them:", "", md(table), ""]
+    invocations = invocation_history(run.env)
+    if invocations:
+        table = pd.DataFrame(invocations).reindex(columns=["time_utc", "git_commit", "device_name", "torch_threads",
+                                                           "benchmarks", "cells", "suite_changes", "note"])
+        table = table.dropna(axis=1, how="all").astype(object)
+        lines += ["Invocations (the run and each `--resume`):", "", md(table.where(table.notna(), "")), ""]
+    return lines if len(lines) > 2 else []
 
 
 def cells(run: RunData) -> list[str]:
@@ -81,7 +109,8 @@ def markdown(run: RunData) -> str:
     lines = [f"# {run.suite.suite} report", ""]
     if run.suite.description:
         lines += [run.suite.description.strip(), ""]
-    lines += completeness(run) + sections(run, summary=True) + environment(run) + cells(run) + sections(run, summary=False)
+    lines += completeness(run) + sections(run, summary=True) + environment(run) + provenance(run) + cells(run)
+    lines += sections(run, summary=False)
     return "\n".join(lines)
 
 
