@@ -89,7 +89,7 @@ def accuracy_table(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         cells.setdefault((r["mixer"], label(r)), r["status"])
     if not cells:
         return pd.DataFrame()
-    mixers = list(dict.fromkeys(m for m, _ in cells))
+    mixers = sorted({m for m, _ in cells})  # alphabetical: cells of a resumed run arrive in no useful order
     configs = sorted({c for _, c in cells}, key=lambda c: [int(x.split("=")[1]) for x in c.split()])
     table = pd.DataFrame([[cells.get((m, c), "") for c in configs] for m in mixers], columns=configs)
     table.insert(0, "mixer", mixers)
